@@ -1,0 +1,287 @@
+"""Parameters and run folders.
+
+A study's parameters live in ``params/<notebook>/<profile>.yaml`` (profiles: ``smoke``,
+``default``, ``paper``). A profile file may start with ``base: <other profile>`` and then
+list only what differs. :func:`load_params` resolves that chain, applies overrides, checks
+that every override names a key the base profile defines, and returns one :class:`Params`.
+
+:func:`start_run` makes the run folder ``runs/<notebook>/<profile>/`` with the resolved
+parameters and the environment written beside the results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from medgan import atomic
+
+PROFILES = ("smoke", "default", "paper")
+
+
+class ParamsError(ValueError):
+    """A parameter file or override is wrong; the message names the file and the key."""
+
+
+def repo_root() -> Path:
+    """The checkout holding ``params/``: ``$MEDGAN_ROOT``, else above the package, else cwd up."""
+    env = os.environ.get("MEDGAN_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path(__file__).resolve().parent.parent
+    if (here / "params").is_dir():
+        return here
+    for parent in [Path.cwd(), *Path.cwd().parents]:
+        if (parent / "params").is_dir():
+            return parent
+    raise ParamsError("cannot find the medgan checkout (no params/ folder); set MEDGAN_ROOT")
+
+
+def data_dir() -> Path:
+    """Where embedded phantom data is generated: ``$MEDGAN_DATA_DIR`` or ``<repo>/data``."""
+    env = os.environ.get("MEDGAN_DATA_DIR")
+    return Path(env).resolve() if env else repo_root() / "data"
+
+
+def runs_dir() -> Path:
+    env = os.environ.get("MEDGAN_RUNS_DIR")
+    return Path(env).resolve() if env else repo_root() / "runs"
+
+
+class Params(Mapping[str, Any]):
+    """Read-only nested parameters with attribute access (``P.train.steps``).
+
+    A missing key raises ``KeyError`` naming the full dotted key and the source file.
+    """
+
+    def __init__(self, data: Mapping[str, Any], source: str = "<params>", prefix: str = ""):
+        self._data = {k: (Params(v, source, f"{prefix}{k}.") if isinstance(v, Mapping) else v)
+                      for k, v in data.items()}
+        self._source = source
+        self._prefix = prefix
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._data[key]
+        except KeyError:
+            raise KeyError(f"parameter '{self._prefix}{key}' is not defined in {self._source}") from None
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        return self[key]
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data.get(key, default)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (v.to_dict() if isinstance(v, Params) else v) for k, v in self._data.items()}
+
+    def __repr__(self) -> str:
+        return f"Params({self.to_dict()!r})"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ParamsError(f"{path}: parameter file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: top level must be a mapping of parameter names to values")
+    return data
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any], source: str, prefix: str = "",
+           strict: bool = True) -> dict[str, Any]:
+    """Recursive merge; with ``strict`` an unknown key is an error naming it and ``source``."""
+    out = dict(base)
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        if strict and key not in base:
+            known = ", ".join(sorted(base)) or "(none)"
+            raise ParamsError(f"{source}: unknown parameter '{dotted}' (known at this level: {known})")
+        if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+            out[key] = _merge(base[key], value, source, f"{dotted}.", strict)
+        else:
+            out[key] = value
+    return out
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ParamsError(f"override '{item}' must look like key.sub=value")
+    key, raw = item.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+def _nest(dotted: Mapping[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in dotted.items():
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested
+
+
+def resolve_profile(notebook: str, profile: str, params_dir: Path | None = None) -> dict[str, Any]:
+    """The profile's parameters as a plain dict, following ``base:`` links."""
+    params_dir = params_dir or repo_root() / "params"
+    seen: list[str] = []
+    chain: list[tuple[Path, dict[str, Any]]] = []
+    name = profile
+    while name:
+        if name in seen:
+            raise ParamsError(f"params/{notebook}: 'base' links form a loop: {' -> '.join(seen + [name])}")
+        seen.append(name)
+        path = params_dir / notebook / f"{name}.yaml"
+        data = _read_yaml(path)
+        name = data.pop("base", None)
+        chain.append((path, data))
+    path, merged = chain[-1]
+    for path, data in reversed(chain[:-1]):
+        merged = _merge(merged, data, str(path))
+    return merged
+
+
+def load_params(notebook: str, profile: str = "default", overrides: Mapping[str, Any] | list[str] | None = None,
+                *, data_root: str | None = None, params_dir: Path | None = None) -> Params:
+    """Load ``params/<notebook>/<profile>.yaml`` with overrides applied.
+
+    Args:
+        notebook: notebook stem, e.g. ``"02_ct_fidelity_diversity"``.
+        profile: ``smoke``, ``default`` or ``paper`` (or any file in the folder).
+        overrides: ``{"train.steps": 10}``, nested dicts, or ``["train.steps=10"]``.
+        data_root: real dataset path; sets ``data.root`` (``None`` keeps the profile's).
+    """
+    params_dir = params_dir or repo_root() / "params"
+    merged = resolve_profile(notebook, profile, params_dir)
+    source = str(params_dir / notebook / f"{profile}.yaml")
+    if overrides:
+        if isinstance(overrides, (list, tuple)):
+            overrides = dict(_parse_override(o) for o in overrides)
+        flat = {k: v for k, v in overrides.items()}
+        nested = _nest(flat) if any("." in k for k in flat) else dict(flat)
+        merged = _merge(merged, nested, f"overrides for {source}")
+    if data_root:
+        merged = _merge(merged, {"data": {"root": str(data_root)}}, f"data_root for {source}")
+    merged.setdefault("profile", profile)
+    merged["profile"] = profile
+    return Params(merged, source)
+
+
+def git_commit(root: Path | None = None) -> str:
+    root = root or repo_root()
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10)
+        commit = out.stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("+dirty" if dirty and commit != "unknown" else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment_info() -> dict[str, Any]:
+    """Versions and device of this process, for run cards and run folders."""
+    import importlib.metadata as md
+
+    import torch
+
+    versions = {}
+    for pkg in ("torch", "torchvision", "numpy", "pandas", "scikit-learn", "scipy", "pydicom",
+                "nibabel", "lpips", "umap-learn", "papermill"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = "not installed"
+    if torch.cuda.is_available():
+        device = f"cuda: {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        device = "mps"
+    else:
+        device = f"cpu ({os.cpu_count()} cores)"
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": device,
+        "medgan": __import__("medgan").__version__,
+        "commit": git_commit(),
+        "packages": versions,
+    }
+
+
+@dataclass
+class Run:
+    """One execution of a study notebook: its parameters, folder and clock."""
+
+    notebook: str
+    profile: str
+    params: Params
+    dir: Path
+    started: float = field(default_factory=time.time)
+
+    @property
+    def data_source(self) -> str:
+        root = self.params.get("data", {}).get("root") if isinstance(self.params.get("data"), Mapping) else None
+        return f"real data at {root}" if root else "embedded phantom (generated by medgan.data.phantoms)"
+
+    def card(self, wall_time_s: float | None = None) -> dict[str, Any]:
+        env = environment_info()
+        seeds = {k: v for k, v in _flatten(self.params.to_dict()).items() if "seed" in k.split(".")[-1]}
+        return {
+            "notebook": self.notebook,
+            "profile": self.profile,
+            "data source": self.data_source,
+            "seeds": seeds,
+            "device": env["device"],
+            "commit": env["commit"],
+            "python": env["python"],
+            "packages": env["packages"],
+            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started)),
+            "wall time (s)": round(wall_time_s if wall_time_s is not None else time.time() - self.started, 1),
+            "parameters": self.params.to_dict(),
+        }
+
+    def elapsed(self) -> float:
+        return time.time() - self.started
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def start_run(notebook: str, profile: str = "default", overrides: Mapping[str, Any] | None = None,
+              *, data_root: str | None = None, run_dir: str | os.PathLike | None = None) -> Run:
+    """Load parameters, make the run folder and write ``params.yaml`` + ``environment.json`` there."""
+    params = load_params(notebook, profile, overrides, data_root=data_root)
+    folder = Path(run_dir) if run_dir else runs_dir() / notebook / profile
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(folder / "params.yaml", yaml.safe_dump(params.to_dict(), sort_keys=False))
+    atomic.write_text(folder / "environment.json", json.dumps(environment_info(), indent=2))
+    return Run(notebook=notebook, profile=profile, params=params, dir=folder)

@@ -1,0 +1,240 @@
+"""Execute study notebooks with papermill and render them into self-contained HTML reports.
+
+A report replaces ``reports/<notebook>.html`` only when its notebook ran to the end; a failing
+notebook leaves the previous report untouched, is rendered to ``reports/<notebook>.failed.html``
+for debugging, and makes the runner exit non-zero naming the notebook, the cell and the error.
+``reports/index.html`` lists every notebook with status, profile, date, commit and wall time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import nbformat
+import yaml
+
+from medgan import atomic
+from medgan.config import environment_info, git_commit, load_params, repo_root
+from medgan.reports.runcard import CARD_ENV, run_card_html
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@dataclass
+class ReportRecord:
+    notebook: str
+    status: str  # "ok" | "failed"
+    profile: str
+    date: str
+    commit: str
+    wall_time_s: float
+    report: str | None = None  # file name inside reports/
+    error: str | None = None
+
+
+def notebooks_dir() -> Path:
+    return repo_root() / "notebooks"
+
+
+def find_notebooks(names: Sequence[str] | None = None) -> list[Path]:
+    """Notebooks in ``notebooks/`` (sorted), or those whose stem equals or starts with each name."""
+    all_nbs = sorted(p for p in notebooks_dir().glob("*.ipynb") if not p.name.startswith("."))
+    if not names:
+        return all_nbs
+    chosen = []
+    for name in names:
+        stem = Path(name).stem
+        match = [p for p in all_nbs if p.stem == stem] or [p for p in all_nbs if p.stem.startswith(stem)]
+        if not match:
+            known = ", ".join(p.stem for p in all_nbs)
+            raise FileNotFoundError(f"no notebook named '{name}' in {notebooks_dir()} (have: {known})")
+        chosen.extend(m for m in match if m not in chosen)
+    return chosen
+
+
+def parse_overrides(items: Sequence[str] | Mapping[str, Any] | None) -> dict[str, Any]:
+    if not items:
+        return {}
+    if isinstance(items, Mapping):
+        return dict(items)
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"override '{item}' must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(raw)
+    return out
+
+
+def _heading_toc(body: str) -> str:
+    """A table of contents from the report's h1–h3 headings (ids that nbconvert gives them)."""
+    items = []
+    for level, anchor, inner in re.findall(r'<h([1-3]) id="([^"]+)"[^>]*>(.*?)</h\1>', body, flags=re.S):
+        text = re.sub(r"<[^>]+>", "", inner).replace("¶", "").strip()
+        if text:
+            items.append(f'<li class="toc-h{level}"><a href="#{anchor}">{html.escape(text)}</a></li>')
+    if not items:
+        return ""
+    return '<nav class="medgan-toc"><b>Contents</b><ul>' + "".join(items) + "</ul></nav>"
+
+
+def export_html(nb: nbformat.NotebookNode) -> str:
+    """Notebook -> self-contained HTML (figures embedded, code folded, no external scripts, TOC)."""
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="medgan", extra_template_basedirs=[str(TEMPLATES)])
+    exporter.embed_images = True
+    body, _ = exporter.from_notebook_node(nb)
+    toc = _heading_toc(body)
+    return body.replace("<main>", "<main>\n" + toc, 1) if toc else body
+
+
+def _card_cell(card: Mapping[str, Any]) -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_markdown_cell(run_card_html(dict(card)))
+    cell.metadata["medgan_run_card"] = True
+    return cell
+
+
+def render_notebook(notebook: Path, *, profile: str = "default", overrides: Mapping[str, Any] | None = None,
+                    data_root: str | None = None, reports_dir: Path | None = None,
+                    progress: bool = True, cell_timeout_s: int | None = None) -> ReportRecord:
+    """Execute one notebook with ``params/<notebook>/<profile>.yaml`` and render its report."""
+    import papermill as pm
+
+    reports_dir = Path(reports_dir or repo_root() / "reports")
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    name = notebook.stem
+    overrides = dict(overrides or {})
+    load_params(name, profile, overrides, data_root=data_root)  # fail fast on a bad profile or override
+    tmp = reports_dir / f"_tmp-{name}-{os.getpid()}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    card_path = tmp / "card.json"
+    executed = tmp / f"{name}.ipynb"
+    started = time.time()
+    date = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    commit = git_commit()
+    previous = os.environ.get(CARD_ENV)
+    os.environ[CARD_ENV] = str(card_path)
+    error = None
+    try:
+        pm.execute_notebook(str(notebook), str(executed), parameters={
+            "profile": profile, "overrides": overrides, "data_root": data_root},
+            cwd=str(notebook.parent), kernel_name="python3", progress_bar=progress,
+            execution_timeout=cell_timeout_s, report_mode=False)
+    except pm.PapermillExecutionError as exc:
+        error = (f"{name}: cell {exc.exec_count} (index {exc.cell_index}) raised "
+                 f"{exc.ename}: {exc.evalue}")
+    except Exception as exc:  # kernel died, timeout, missing kernel: still a failed notebook
+        error = f"{name}: {type(exc).__name__}: {exc}"
+    finally:
+        if previous is None:
+            os.environ.pop(CARD_ENV, None)
+        else:
+            os.environ[CARD_ENV] = previous
+    wall = time.time() - started
+    try:
+        if error is None:
+            nb = nbformat.read(executed, as_version=4)
+            card = json.loads(card_path.read_text()) if card_path.exists() else {
+                "notebook": name, "profile": profile, **environment_info()}
+            card["wall time (s)"] = round(wall, 1)
+            nb.cells.insert(0, _card_cell(card))
+            atomic.write_text(reports_dir / f"{name}.html", export_html(nb))
+            (reports_dir / f"{name}.failed.html").unlink(missing_ok=True)
+            record = ReportRecord(name, "ok", profile, date, commit, round(wall, 1), report=f"{name}.html")
+        else:
+            if executed.exists():  # the partly executed notebook, to see where it broke
+                nb = nbformat.read(executed, as_version=4)
+                atomic.write_text(reports_dir / f"{name}.failed.html", export_html(nb))
+            record = ReportRecord(name, "failed", profile, date, commit, round(wall, 1),
+                                  report=f"{name}.failed.html" if executed.exists() else None, error=error)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    update_index(record, reports_dir)
+    return record
+
+
+def _load_index(reports_dir: Path) -> dict[str, dict[str, Any]]:
+    path = reports_dir / "index.json"
+    if path.exists():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return {}
+    return {}
+
+
+def update_index(record: ReportRecord, reports_dir: Path) -> None:
+    """Record one run in ``index.json`` and rewrite ``index.html``."""
+    index = _load_index(reports_dir)
+    entry = asdict(record)
+    if record.status == "failed" and record.notebook in index and index[record.notebook].get("status") == "ok":
+        # Keep pointing at the last good report, and say the latest attempt failed.
+        good = index[record.notebook]
+        entry = {**good, "status": "failed (previous report kept)", "error": record.error,
+                 "failed_report": record.report, "date": record.date}
+    index[record.notebook] = entry
+    atomic.write_text(reports_dir / "index.json", json.dumps(index, indent=2))
+    atomic.write_text(reports_dir / "index.html", index_html(index))
+
+
+def index_html(index: Mapping[str, Mapping[str, Any]]) -> str:
+    names = sorted(set(index) | {p.stem for p in find_notebooks()})
+    rows = []
+    for name in names:
+        e = index.get(name, {})
+        status = e.get("status", "not run")
+        colour = "#1a7f37" if status == "ok" else ("#888" if status == "not run" else "#c62828")
+        link = (f'<a href="{html.escape(e["report"])}">{html.escape(name)}</a>' if e.get("report")
+                else html.escape(name))
+        failed = (f' · <a href="{html.escape(e["failed_report"])}">failed run</a>' if e.get("failed_report") else "")
+        err = f'<div class="err">{html.escape(e["error"])}</div>' if e.get("error") else ""
+        wall = f'{e["wall_time_s"]:.0f} s' if isinstance(e.get("wall_time_s"), (int, float)) else "—"
+        rows.append(
+            f"<tr><td>{link}{failed}{err}</td><td style='color:{colour}'><b>{html.escape(status)}</b></td>"
+            f"<td>{html.escape(str(e.get('profile', '—')))}</td><td>{html.escape(str(e.get('date', '—')))}</td>"
+            f"<td><code>{html.escape(str(e.get('commit', '—')))}</code></td><td>{wall}</td></tr>")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>medgan reports</title>
+<style>
+ body {{ font-family: sans-serif; max-width: 1000px; margin: 2em auto; color: #222; }}
+ table {{ border-collapse: collapse; width: 100%; }}
+ th, td {{ text-align: left; padding: 6px 10px; border-bottom: 1px solid #e3e3e3; vertical-align: top; }}
+ .err {{ color: #c62828; font-size: 0.85em; font-family: monospace; white-space: pre-wrap; }}
+</style></head>
+<body>
+<h1>medgan reports</h1>
+<p>Each report is one study notebook executed end to end by
+<code>python -m medgan.reports run</code> (<code>make reproduce</code>).</p>
+<table>
+<tr><th>notebook</th><th>status</th><th>profile</th><th>date</th><th>commit</th><th>wall time</th></tr>
+{''.join(rows)}
+</table>
+</body></html>
+"""
+
+
+def run_all(names: Sequence[str] | None = None, *, profile: str = "default",
+            overrides: Sequence[str] | Mapping[str, Any] | None = None, data_root: str | None = None,
+            reports_dir: Path | None = None, progress: bool = True) -> list[ReportRecord]:
+    records = []
+    for notebook in find_notebooks(names):
+        print(f"==> {notebook.stem} (profile {profile})", flush=True)
+        record = render_notebook(notebook, profile=profile, overrides=parse_overrides(overrides),
+                                 data_root=data_root, reports_dir=reports_dir, progress=progress)
+        if record.status == "ok":
+            print(f"    ok in {record.wall_time_s:.0f} s -> reports/{record.report}", flush=True)
+        else:
+            print(f"    FAILED {record.error}", file=sys.stderr, flush=True)
+        records.append(record)
+    return records

@@ -1,0 +1,41 @@
+"""Tables: displaying results, and the paper's numbers beside ours."""
+
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+
+
+def show_table(df: pd.DataFrame, caption: str | None = None, precision: int = 3) -> None:
+    """Render a DataFrame with a caption (HTML in notebooks, text elsewhere)."""
+    try:
+        from IPython.display import HTML, display
+    except ImportError:  # plain Python: print it
+        print(caption or "")
+        print(df.to_string())
+        return
+    styler = df.style.format(precision=precision, na_rep="—")
+    if caption:
+        styler = styler.set_caption(html.escape(caption))
+    styler = styler.set_table_attributes('class="medgan-table"')
+    display(HTML(styler.to_html()))
+
+
+def paper_vs_ours(ours: pd.DataFrame, paper: pd.DataFrame, *, note: str = "") -> pd.DataFrame:
+    """Our table and the paper's, side by side, with a column level saying which is which.
+
+    Both frames share row labels (e.g. metrics) and columns (e.g. models); a missing cell shows
+    as a dash. ``note`` (e.g. "ours: domain_cnn features on the CT phantom") is kept in the
+    frame's ``attrs`` for the caption.
+    """
+    combined = pd.concat({"paper": paper, "ours": ours}, axis=1)
+    columns = []
+    for col in ours.columns.union(paper.columns, sort=False):
+        for source in ("paper", "ours"):
+            if (source, col) in combined.columns:
+                columns.append((source, col))
+    combined = combined[columns]
+    combined.columns = pd.MultiIndex.from_tuples([(c, s) for s, c in columns])
+    combined.attrs["note"] = note
+    return combined

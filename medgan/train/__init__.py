@@ -1,0 +1,18 @@
+"""The one training engine and each model's step.
+
+- :mod:`medgan.train.step` — the :class:`TrainingStep` contract a model implements.
+- :mod:`medgan.train.engine` — :func:`train`: device, seeding, data order, precision, logging,
+  samples, checkpoints, resume; unchanged under ``torchrun``.
+- :mod:`medgan.train.checkpoint` — atomic, weights-only checkpoints.
+- :mod:`medgan.train.distributed` — process group and gradient averaging.
+- :mod:`medgan.train.recipes` — per-study wiring of models, data and engine options.
+"""
+
+from medgan.train.checkpoint import CheckpointError, CheckpointIO
+from medgan.train.engine import TrainResult, load_trained, read_log, seed_everything, select_device, train
+from medgan.train.step import StepContext, TrainingStep, ema_update, set_requires_grad
+
+__all__ = [
+    "CheckpointError", "CheckpointIO", "StepContext", "TrainResult", "TrainingStep", "ema_update",
+    "load_trained", "read_log", "seed_everything", "select_device", "set_requires_grad", "train",
+]

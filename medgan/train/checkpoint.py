@@ -1,0 +1,115 @@
+"""Checkpoints: atomic writes, weights-only loads, RNG state, fallback past a corrupt file."""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medgan import atomic
+
+log = logging.getLogger(__name__)
+
+FORMAT = "medgan-checkpoint-v1"
+_NAME = re.compile(r"^step_(\d{8})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint, or one that does not match what it is loaded into."""
+
+
+def capture_rng(noise_generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Every RNG the training loop draws from, as weights-only-loadable values."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": list(random.getstate()[1]),
+        "python_gauss": random.getstate()[2],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if noise_generator is not None:
+        state["noise"] = noise_generator.get_state()
+    return state
+
+
+def restore_rng(state: dict[str, Any], noise_generator: torch.Generator | None = None) -> None:
+    torch.set_rng_state(state["torch"])
+    npst = state["numpy"]
+    np.random.set_state(("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"],
+                         npst["has_gauss"], npst["cached_gaussian"]))
+    random.setstate((3, tuple(state["python"]), state["python_gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if noise_generator is not None and "noise" in state:
+        noise_generator.set_state(state["noise"])
+
+
+class CheckpointIO:
+    """The checkpoints of one run folder: ``<run_dir>/checkpoints/step_XXXXXXXX.pt``.
+
+    Args:
+        run_dir: the run folder.
+        keep: how many of the newest checkpoints to keep (older ones are deleted after a save).
+    """
+
+    def __init__(self, run_dir: str | Path, *, keep: int = 2):
+        self.dir = Path(run_dir) / "checkpoints"
+        self.keep = max(1, keep)
+
+    def path(self, step: int) -> Path:
+        return self.dir / f"step_{step:08d}.pt"
+
+    def list(self) -> list[Path]:
+        """Checkpoint files, newest first."""
+        if not self.dir.is_dir():
+            return []
+        files = [p for p in self.dir.iterdir() if _NAME.match(p.name)]
+        return sorted(files, key=lambda p: int(_NAME.match(p.name).group(1)), reverse=True)
+
+    def save(self, state: dict[str, Any], step: int) -> Path:
+        path = atomic.torch_save({"format": FORMAT, "step": step, **state}, self.path(step))
+        for old in self.list()[self.keep:]:
+            old.unlink(missing_ok=True)
+        return path
+
+    @staticmethod
+    def load(path: str | Path) -> dict[str, Any]:
+        """Load one checkpoint; never runs pickled code.
+
+        Raises ``UnsafeFileError`` (code inside), ``CorruptFileError`` (truncated/garbled) or
+        ``CheckpointError`` (a torch file that is not a medgan checkpoint).
+        """
+        state = atomic.torch_load(path)
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: not a medgan checkpoint (field 'format' is missing or not '{FORMAT}')")
+        return state
+
+    def load_latest(self) -> dict[str, Any] | None:
+        """The newest readable checkpoint, skipping (and reporting) corrupt ones; ``None`` if there are none.
+
+        A file that carries pickled code is never skipped silently: it raises ``UnsafeFileError``.
+        """
+        files = self.list()
+        errors = []
+        for path in files:
+            try:
+                state = self.load(path)
+            except atomic.CorruptFileError as exc:
+                log.warning("skipping corrupt checkpoint: %s", exc)
+                errors.append(str(exc))
+                continue
+            if errors:
+                log.warning("resuming from %s instead", path.name)
+            state["path"] = str(path)
+            return state
+        if errors:
+            raise CheckpointError("no usable checkpoint in " + str(self.dir) + ":\n  " + "\n  ".join(errors))
+        return None

@@ -1,0 +1,318 @@
+"""The one training loop every model in medgan runs through.
+
+A model supplies a :class:`~medgan.train.step.TrainingStep`; :func:`train` does the rest:
+device choice, seeding, data order (a ``DistributedSampler`` over the global batch),
+precision, gradient averaging across ranks, progress bars, a JSONL log the notebooks plot,
+sample grids, atomic checkpoints and bit-exact resume.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm.auto import tqdm
+
+from medgan import atomic
+from medgan.train import distributed
+from medgan.train.checkpoint import CheckpointIO, capture_rng, restore_rng
+from medgan.train.step import StepContext, TrainingStep
+
+log = logging.getLogger(__name__)
+
+LOG_FILE = "log.jsonl"
+
+
+def seed_everything(seed: int, *, deterministic: bool = False) -> None:
+    """Seed python, numpy and torch; with ``deterministic`` also force deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def select_device(device: str = "auto", dist_info: distributed.DistInfo | None = None) -> torch.device:
+    """``"auto"`` picks this rank's CUDA device, else Apple MPS, else the CPU."""
+    dist_info = dist_info or distributed.info()
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(dist_info.local_rank)
+        return torch.device("cuda", dist_info.local_rank)
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int  # iterations completed
+    trained_steps: int  # iterations run by this call (0 when a finished run was reloaded)
+    wall_time_s: float
+    history: pd.DataFrame
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.trained_steps / self.wall_time_s if self.wall_time_s > 0 else float("nan")
+
+
+def read_log(run_dir: str | Path) -> pd.DataFrame:
+    """The training log of a run folder as a DataFrame (one row per logged step)."""
+    path = Path(run_dir) / LOG_FILE
+    if not path.exists():
+        return pd.DataFrame(columns=["step"])
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return pd.DataFrame(rows)
+
+
+class _BatchList(torch.utils.data.Sampler):
+    """Fixed list of index batches (lets resume start mid-epoch without touching skipped data)."""
+
+    def __init__(self, batches: list[list[int]]):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _epoch_batches(sampler: DistributedSampler, epoch: int, per_rank_batch: int) -> list[list[int]]:
+    sampler.set_epoch(epoch)
+    indices = list(sampler)
+    n = len(indices) // per_rank_batch
+    return [indices[i * per_rank_batch:(i + 1) * per_rank_batch] for i in range(n)]
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)) and batch and torch.is_tensor(batch[0]):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def _save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
+    from torchvision.utils import save_image
+
+    images = images.detach().float().cpu()
+    if images.shape[1] not in (1, 3):
+        images = images[:, :3] if images.shape[1] > 3 else images[:, :1]
+    with atomic.atomic_path(path) as tmp:
+        save_image((images.clamp(-1, 1) + 1) / 2, tmp, nrow=nrow, format="png")
+
+
+def _set_aside(run_dir: Path, reason: str) -> None:
+    """Move an earlier run's checkpoints and log out of the way (never delete them)."""
+    stale = [p for p in (run_dir / "checkpoints", run_dir / LOG_FILE, run_dir / "samples") if p.exists()]
+    if not stale:
+        return
+    dest = run_dir / f"superseded-{time.strftime('%Y%m%d-%H%M%S')}"
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in stale:
+        shutil.move(str(p), dest / p.name)
+    log.warning("%s: %s; earlier checkpoints moved to %s", run_dir, reason, dest)
+
+
+def train(step: TrainingStep, dataset: Dataset, *, run_dir: str | Path, total_steps: int, batch_size: int,
+          seed: int = 0, deterministic: bool = False, device: str = "auto", precision: str = "fp32",
+          log_every: int = 10, sample_every: int = 0, sample_count: int = 16,
+          checkpoint_every: int = 0, keep_checkpoints: int = 2, resume: bool = True,
+          fingerprint: Mapping[str, Any] | None = None, num_workers: int = 0,
+          collate_fn=None, progress: bool = True, desc: str = "train") -> TrainResult:
+    """Train ``step`` on ``dataset`` for ``total_steps`` iterations; resumable and multi-process ready.
+
+    Args:
+        step: the model's training step (owns networks, optimizers, schedulers).
+        dataset: items are dicts of tensors (see ``medgan.data``); batches arrive on the device.
+        run_dir: folder for ``log.jsonl``, ``samples/`` and ``checkpoints/``.
+        total_steps: iterations in the whole run (not in this call).
+        batch_size: global batch; under torchrun each of N ranks gets ``batch_size // N``.
+        seed: seeds data order, noise and the RNGs; resume restores their exact state.
+        deterministic: force deterministic kernels (slower on GPU).
+        device: ``"auto"`` (cuda > mps > cpu), or an explicit torch device string.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast + grad scaling; GPU only).
+        log_every: iterations between log lines (scalars averaged over the interval).
+        sample_every: iterations between sample grids (0 = only at the end).
+        sample_count: images per sample grid.
+        checkpoint_every: iterations between checkpoints (0 = only at the end).
+        keep_checkpoints: newest checkpoints kept on disk.
+        resume: continue from the newest checkpoint in ``run_dir`` when there is one.
+        fingerprint: JSON-able description of what is trained (model and data parameters).
+            A checkpoint with a different fingerprint is set aside instead of resumed.
+        num_workers: DataLoader worker processes.
+        collate_fn: DataLoader collate function (default: torch's).
+        progress: show a tqdm.auto progress bar (rank 0 only).
+        desc: label of the progress bar.
+    """
+    run_dir = Path(run_dir)
+    dist_info = distributed.init()
+    if batch_size % dist_info.world_size:
+        raise ValueError(f"batch_size={batch_size} is not divisible by the {dist_info.world_size} processes")
+    per_rank_batch = batch_size // dist_info.world_size
+    if len(dataset) < batch_size:
+        raise ValueError(f"dataset has {len(dataset)} items, fewer than one batch of {batch_size}")
+    dev = select_device(device, dist_info)
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be fp32, bf16 or fp16, not {precision!r}")
+    fingerprint_json = json.dumps(fingerprint or {}, sort_keys=True, default=str)
+
+    step.to(dev)
+    noise_generator = torch.Generator().manual_seed(seed)
+    scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" and dev.type == "cuda" else None
+    checkpoints = CheckpointIO(run_dir, keep=keep_checkpoints)
+
+    start = 0
+    state = checkpoints.load_latest() if resume else None
+    if state is not None and state.get("fingerprint", "{}") != fingerprint_json:
+        if dist_info.is_main:
+            _set_aside(run_dir, "checkpoint fingerprint differs from this configuration")
+        distributed.barrier()
+        state = None
+    if state is not None:
+        _load_state(step, state, scaler)
+        start = int(state["step"])
+        restore_rng(state["rng"], noise_generator)
+        if dist_info.is_main:
+            _truncate_log(run_dir / LOG_FILE, start)
+    else:
+        if dist_info.is_main and not resume:
+            _set_aside(run_dir, "resume=False")
+        seed_everything(seed + dist_info.rank, deterministic=deterministic)
+        if dist_info.is_main and (run_dir / LOG_FILE).exists():
+            _set_aside(run_dir, "starting fresh")
+    for net in step.nets.values():
+        distributed.broadcast_module(net)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    sampler = DistributedSampler(dataset, num_replicas=dist_info.world_size, rank=dist_info.rank,
+                                 shuffle=True, seed=seed, drop_last=True)
+    steps_per_epoch = len(_epoch_batches(sampler, 0, per_rank_batch))
+    if steps_per_epoch == 0:
+        raise ValueError(f"dataset of {len(dataset)} items yields no full batch of {per_rank_batch} per rank")
+
+    def state_dict(at: int) -> dict[str, Any]:
+        return {
+            "nets": {k: v.state_dict() for k, v in step.nets.items()},
+            "optimizers": {k: v.state_dict() for k, v in step.optimizers.items()},
+            "schedulers": {k: v.state_dict() for k, v in step.schedulers.items()},
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "extra": step.extra_state(),
+            "rng": capture_rng(noise_generator),
+            "fingerprint": fingerprint_json,
+            # Scalars accumulated since the last log line, so a resumed run logs the same averages.
+            "log_window": {"sums": dict(sums), "count": count},
+        }
+
+    t0 = time.time()
+    current = start
+    bar = tqdm(total=total_steps, initial=start, desc=desc, disable=not (progress and dist_info.is_main),
+               dynamic_ncols=True)
+    window = state.get("log_window", {}) if state is not None else {}
+    sums: dict[str, float] = dict(window.get("sums", {}))
+    count = int(window.get("count", 0))
+    step.train(True)
+    try:
+        while current < total_steps:
+            epoch, offset = divmod(current, steps_per_epoch)
+            batches = _epoch_batches(sampler, epoch, per_rank_batch)[offset:]
+            loader = DataLoader(dataset, batch_sampler=_BatchList(batches), num_workers=num_workers,
+                                collate_fn=collate_fn, pin_memory=dev.type == "cuda")
+            for batch in loader:
+                if current >= total_steps:
+                    break
+                ctx = StepContext(device=dev, step=current, total_steps=total_steps, precision=precision,
+                                  seed=seed, dist=dist_info, scaler=scaler, noise_generator=noise_generator)
+                scalars = step.train_step(_to_device(batch, dev), ctx)
+                if scaler is not None:
+                    scaler.update()
+                current += 1
+                for k, v in (scalars or {}).items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                count += 1
+                bar.update(1)
+                last = current == total_steps
+                if dist_info.is_main and count and (current % max(1, log_every) == 0 or last):
+                    row = {"step": current, "time_s": round(time.time() - t0, 3),
+                           **{k: v / count for k, v in sums.items()}}
+                    with open(run_dir / LOG_FILE, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k not in ("step", "time_s")},
+                                    refresh=False)
+                    sums, count = {}, 0
+                if dist_info.is_main and ((sample_every and current % sample_every == 0) or last):
+                    _write_samples(step, ctx, run_dir / "samples" / f"step_{current:08d}.png", sample_count)
+                if (checkpoint_every and current % checkpoint_every == 0) or last:
+                    if dist_info.is_main:
+                        checkpoints.save(state_dict(current), current)
+                    distributed.barrier()
+    except KeyboardInterrupt:
+        # An interrupted notebook keeps its progress: the next call with resume=True continues here.
+        if dist_info.is_main and current > start:
+            checkpoints.save(state_dict(current), current)
+            log.warning("interrupted at step %d; checkpoint written", current)
+        raise
+    finally:
+        bar.close()
+    return TrainResult(run_dir=run_dir, step=current, trained_steps=current - start,
+                       wall_time_s=time.time() - t0, history=read_log(run_dir))
+
+
+def _write_samples(step: TrainingStep, ctx: StepContext, path: Path, n: int) -> None:
+    was_training = [net.training for net in step.nets.values()]
+    step.train(False)
+    with torch.no_grad():
+        images = step.sample(n, ctx)
+    for net, mode in zip(step.nets.values(), was_training):
+        net.train(mode)
+    if images is not None:
+        _save_grid(images, path, nrow=int(np.ceil(np.sqrt(len(images)))))
+
+
+def _load_state(step: TrainingStep, state: Mapping[str, Any], scaler) -> None:
+    for group in ("nets", "optimizers", "schedulers"):
+        saved, mine = state[group], getattr(step, group)
+        if set(saved) != set(mine):
+            raise ValueError(f"{state.get('path')}: field '{group}' holds {sorted(saved)}, "
+                             f"the model step has {sorted(mine)}")
+        for name, obj in mine.items():
+            obj.load_state_dict(saved[name])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    step.load_extra_state(state.get("extra", {}))
+
+
+def _truncate_log(path: Path, upto: int) -> None:
+    """Drop log lines past the resumed step (they belong to work the checkpoint does not hold)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= upto]
+    atomic.write_text(path, "".join(line + "\n" for line in keep))
+
+
+def load_trained(step: TrainingStep, run_dir: str | Path, *, device: str = "auto") -> int:
+    """Load the newest checkpoint of ``run_dir`` into ``step`` for evaluation; returns its step."""
+    state = CheckpointIO(run_dir).load_latest()
+    if state is None:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint to load")
+    step.to(select_device(device))
+    _load_state(step, state, None)
+    return int(state["step"])
