@@ -111,3 +111,25 @@ def show_figure(fig: plt.Figure) -> None:
         display(fig)
     finally:
         plt.close(fig)
+
+
+def sample_progress(run_dir: str | Path, *, max_grids: int = 4, title: str | None = None) -> plt.Figure:
+    """The sample grids a training run wrote (``<run_dir>/samples/step_*.png``), earliest to latest."""
+    files = sorted((Path(run_dir) / "samples").glob("step_*.png"))
+    if len(files) > max_grids:  # evenly spaced, always including the last
+        picks = np.linspace(0, len(files) - 1, max_grids).round().astype(int)
+        files = [files[i] for i in sorted(set(picks))]
+    if not files:
+        fig, ax = plt.subplots(figsize=(4, 1))
+        ax.text(0.5, 0.5, "no sample grids", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    fig, axes = plt.subplots(1, len(files), figsize=(3.2 * len(files), 3.4), squeeze=False)
+    for ax, path in zip(axes[0], files):
+        ax.imshow(plt.imread(path), cmap="gray")
+        ax.set_title(f"step {int(path.stem.split('_')[1])}", fontsize=9)
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

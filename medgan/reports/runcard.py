@@ -53,7 +53,7 @@ def show_run_card(run: Run) -> None:
     display(HTML(run_card_html(run.card())))
 
 
-def finish(run: Run) -> dict[str, Any]:
+def finish(run: Run) -> None:
     """Close a run: write ``summary.json`` (the run card with wall time) to the run folder and show the time."""
     card = run.card()
     atomic.write_text(run.dir / "summary.json", json.dumps(card, indent=2, default=str))
@@ -67,4 +67,3 @@ def finish(run: Run) -> dict[str, Any]:
                      f"({card['wall time (s)'] / 60:.1f} min) on {html.escape(card['device'])}.</p>"))
     except ImportError:
         print(f"done in {card['wall time (s)']:.1f} s")
-    return card

@@ -148,7 +148,10 @@ def render_notebook(notebook: Path, *, profile: str = "default", overrides: Mapp
             card = json.loads(card_path.read_text()) if card_path.exists() else {
                 "notebook": name, "profile": profile, **environment_info()}
             card["wall time (s)"] = round(wall, 1)
-            nb.cells.insert(0, _card_cell(card))
+            # The card opens the report, right under the title cell.
+            first = nb.cells[0] if nb.cells else None
+            titled = first is not None and first.cell_type == "markdown" and first.source.lstrip().startswith("# ")
+            nb.cells.insert(1 if titled else 0, _card_cell(card))
             atomic.write_text(reports_dir / f"{name}.html", export_html(nb))
             (reports_dir / f"{name}.failed.html").unlink(missing_ok=True)
             record = ReportRecord(name, "ok", profile, date, commit, round(wall, 1), report=f"{name}.html")

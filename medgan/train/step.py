@@ -145,3 +145,16 @@ def set_requires_grad(module: nn.Module, flag: bool) -> None:
     """Freeze or unfreeze a network (frozen D during the G update saves its backward)."""
     for p in module.parameters():
         p.requires_grad_(flag)
+
+
+def max_weight_difference(a: TrainingStep, b: TrainingStep) -> float:
+    """Largest absolute difference between the two steps' network weights (0.0 = bit-identical)."""
+    worst = 0.0
+    for name, net in a.nets.items():
+        other = b.nets[name].state_dict()
+        for key, value in net.state_dict().items():
+            if value.is_floating_point():
+                worst = max(worst, (value.detach().cpu() - other[key].detach().cpu()).abs().max().item())
+            elif not torch.equal(value.cpu(), other[key].cpu()):
+                worst = float("inf")
+    return worst

@@ -1,0 +1,84 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from medgan.reports.runner import render_notebook
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _notebook(path: Path, body: str) -> None:
+    params = nbformat.v4.new_code_cell('profile = "default"\noverrides = {}\ndata_root = None')
+    params.metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Tiny study\n\n## Method\nA test notebook."),
+        params,
+        nbformat.v4.new_code_cell(
+            "import medgan\nfrom medgan import reports\n"
+            "run = medgan.config.start_run('tiny', profile, overrides, data_root=data_root)\n"
+            "reports.show_run_card(run)"),
+        nbformat.v4.new_markdown_cell("## Results"),
+        nbformat.v4.new_code_cell(body),
+        nbformat.v4.new_code_cell("reports.finish(run)"),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    (tmp_path / "params" / "tiny").mkdir(parents=True)
+    (tmp_path / "params" / "tiny" / "default.yaml").write_text("seed: 7\nvalue: 2\ndata:\n  root: null\n")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.setenv("MEDGAN_ROOT", str(tmp_path))
+    monkeypatch.setenv("MEDGAN_RUNS_DIR", str(tmp_path / "runs"))
+    return tmp_path
+
+
+GOOD = ("import numpy as np, matplotlib.pyplot as plt\n"
+        "fig = reports.image_grid(np.random.rand(4, 1, 8, 8) * 2 - 1, nrow=4, title='grid')\n"
+        "reports.show_figure(fig)\nprint('value is', run.params.value)")
+
+
+@pytest.mark.slow
+def test_good_run_writes_report_and_index_then_failure_keeps_it(project):
+    nb = project / "notebooks" / "tiny.ipynb"
+    _notebook(nb, GOOD)
+    record = render_notebook(nb, profile="default", overrides={"value": 5}, progress=False)
+    assert record.status == "ok", record.error
+    html = (project / "reports" / "tiny.html").read_text()
+    assert "Run card" in html and "wall time (s)" in html and "seed" in html
+    assert "value is 5" in html
+    assert 'class="medgan-toc"' in html and "Results" in html
+    assert "<img" in html and "data:image/png;base64" in html
+    assert "cdnjs" not in html and "require.js" not in html
+    index = json.loads((project / "reports" / "index.json").read_text())
+    assert index["tiny"]["status"] == "ok" and index["tiny"]["profile"] == "default"
+    assert "tiny.html" in (project / "reports" / "index.html").read_text()
+
+    # The notebook breaks: the report stays byte for byte, the CLI exits non-zero naming cell and error.
+    _notebook(nb, "raise ValueError('phantom exploded')")
+    proc = subprocess.run([sys.executable, "-m", "medgan.reports", "run", "--nb", "tiny", "--no-progress"],
+                          env={**os.environ}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "tiny" in proc.stderr and "ValueError: phantom exploded" in proc.stderr and "cell" in proc.stderr
+    assert (project / "reports" / "tiny.html").read_text() == html
+    assert (project / "reports" / "tiny.failed.html").exists()
+    index = json.loads((project / "reports" / "index.json").read_text())
+    assert index["tiny"]["status"].startswith("failed") and index["tiny"]["report"] == "tiny.html"
+    assert not list((project / "reports").glob("_tmp-*"))
+
+
+def test_unknown_override_fails_before_running(project):
+    nb = project / "notebooks" / "tiny.ipynb"
+    _notebook(nb, GOOD)
+    from medgan.config import ParamsError
+
+    with pytest.raises(ParamsError, match="unknown parameter 'valu'"):
+        render_notebook(nb, overrides={"valu": 1}, progress=False)
+    assert not (project / "reports" / "tiny.html").exists()
