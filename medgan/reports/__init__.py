@@ -5,9 +5,9 @@ Notebook-facing: :func:`show_run_card`, :func:`finish`, :func:`image_grid`,
 Runner: ``python -m medgan.reports run [--nb NAME] [--profile P] [--data PATH] [--set k=v]``.
 """
 
-from medgan.reports.figures import image_grid, plot_training_log, sample_progress, show_figure
+from medgan.reports.figures import dataset_grid, image_grid, plot_training_log, sample_progress, show_figure
 from medgan.reports.runcard import finish, run_card_html, show_run_card
-from medgan.reports.tables import paper_vs_ours, show_table
+from medgan.reports.tables import paper_vs_ours, parameter_table, show_table
 
-__all__ = ["finish", "image_grid", "paper_vs_ours", "plot_training_log", "run_card_html", "sample_progress", "show_figure",
+__all__ = ["dataset_grid", "finish", "image_grid", "paper_vs_ours", "parameter_table", "plot_training_log", "run_card_html", "sample_progress", "show_figure",
            "show_run_card", "show_table"]

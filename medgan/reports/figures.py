@@ -133,3 +133,13 @@ def sample_progress(run_dir: str | Path, *, max_grids: int = 4, title: str | Non
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def dataset_grid(dataset, *, n: int = 16, nrow: int = 8, key: str = "image", title: str | None = None,
+                 **kwargs) -> plt.Figure:
+    """The first ``n`` items' ``key`` tensors of a medgan dataset as an :func:`image_grid`."""
+    import torch
+
+    n = min(n, len(dataset))
+    images = torch.stack([dataset[i][key] for i in range(n)])
+    return image_grid(images, nrow=nrow, title=title, **kwargs)

@@ -125,6 +125,9 @@ def render_notebook(notebook: Path, *, profile: str = "default", overrides: Mapp
     commit = git_commit()
     previous = os.environ.get(CARD_ENV)
     os.environ[CARD_ENV] = str(card_path)
+    # Progress bars are for people at a notebook; in a rendered report they are pages of noise.
+    previous_tqdm = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
     error = None
     try:
         pm.execute_notebook(str(notebook), str(executed), parameters={
@@ -137,10 +140,11 @@ def render_notebook(notebook: Path, *, profile: str = "default", overrides: Mapp
     except Exception as exc:  # kernel died, timeout, missing kernel: still a failed notebook
         error = f"{name}: {type(exc).__name__}: {exc}"
     finally:
-        if previous is None:
-            os.environ.pop(CARD_ENV, None)
-        else:
-            os.environ[CARD_ENV] = previous
+        for key, value in ((CARD_ENV, previous), ("TQDM_DISABLE", previous_tqdm)):
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     wall = time.time() - started
     try:
         if error is None:

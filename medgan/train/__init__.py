@@ -9,10 +9,10 @@
 """
 
 from medgan.train.checkpoint import CheckpointError, CheckpointIO
-from medgan.train.engine import TrainResult, load_trained, read_log, seed_everything, select_device, train
+from medgan.train.engine import TrainResult, load_trained, read_log, sample_images, seed_everything, select_device, train
 from medgan.train.step import StepContext, TrainingStep, ema_update, max_weight_difference, set_requires_grad
 
 __all__ = [
     "CheckpointError", "CheckpointIO", "StepContext", "TrainResult", "TrainingStep", "ema_update",
-    "load_trained", "max_weight_difference", "read_log", "seed_everything", "select_device", "set_requires_grad", "train",
+    "load_trained", "max_weight_difference", "read_log", "sample_images", "seed_everything", "select_device", "set_requires_grad", "train",
 ]

@@ -272,6 +272,7 @@ def train(step: TrainingStep, dataset: Dataset, *, run_dir: str | Path, total_st
         raise
     finally:
         bar.close()
+    step.train(False)  # hand the model back ready for evaluation (batch norm on running statistics)
     return TrainResult(run_dir=run_dir, step=current, trained_steps=current - start,
                        wall_time_s=time.time() - t0, history=read_log(run_dir))
 
@@ -308,6 +309,24 @@ def _truncate_log(path: Path, upto: int) -> None:
     atomic.write_text(path, "".join(line + "\n" for line in keep))
 
 
+def sample_images(step: TrainingStep, n: int, *, seed: int = 0, device: str | None = None) -> torch.Tensor:
+    """``step.sample(n)`` in eval mode without gradients, on the CPU: images in [-1, 1], (n, C, H, W)."""
+    net = next(iter(step.nets.values()))
+    dev = torch.device(device) if device else next(net.parameters()).device
+    ctx = StepContext(device=dev, step=0, total_steps=1, seed=seed)
+    modes = [m.training for m in step.nets.values()]
+    step.train(False)
+    try:
+        with torch.no_grad():
+            images = step.sample(n, ctx)
+    finally:
+        for m, mode in zip(step.nets.values(), modes):
+            m.train(mode)
+    if images is None:
+        raise NotImplementedError(f"{type(step).__name__} does not implement sample()")
+    return images.detach().float().cpu()
+
+
 def load_trained(step: TrainingStep, run_dir: str | Path, *, device: str = "auto") -> int:
     """Load the newest checkpoint of ``run_dir`` into ``step`` for evaluation; returns its step."""
     state = CheckpointIO(run_dir).load_latest()
@@ -315,4 +334,5 @@ def load_trained(step: TrainingStep, run_dir: str | Path, *, device: str = "auto
         raise FileNotFoundError(f"{run_dir}: no checkpoint to load")
     step.to(select_device(device))
     _load_state(step, state, None)
+    step.train(False)
     return int(state["step"])
