@@ -90,3 +90,28 @@ def test_outputs_log_samples_and_checkpoint(tmp_path):
 def test_bad_batch_size_is_clear(tmp_path):
     with pytest.raises(ValueError, match="fewer than one batch"):
         train(fresh(), ToyImages(n=4), run_dir=tmp_path, total_steps=1, batch_size=8, progress=False)
+
+
+def test_bf16_autocast_runs_and_learns_nothing_nan(tmp_path):
+    result = train(fresh(), ToyImages(), run_dir=tmp_path, total_steps=4, batch_size=8, precision="bf16",
+                   log_every=1, progress=False)
+    assert result.history[["loss_D", "loss_G"]].notna().all().all()
+
+
+def test_unknown_precision_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="precision"):
+        train(fresh(), ToyImages(), run_dir=tmp_path, total_steps=1, batch_size=8, precision="fp8", progress=False)
+
+
+def test_sample_images_leaves_batchnorm_statistics_alone(tmp_path):
+    from torch import nn
+
+    from medgan.train import sample_images
+
+    step = fresh()
+    step.nets["G"].append(nn.BatchNorm1d(64))
+    before = {k: v.clone() for k, v in step.nets["G"].state_dict().items()}
+    images = sample_images(step, 4)
+    assert images.shape == (4, 1, 8, 8)
+    after = step.nets["G"].state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
