@@ -1,0 +1,263 @@
+"""RxRx19a cell-painting loader: 5-stain sites -> crops labelled by study domain.
+
+Layout: ``<root>/metadata.csv`` (site_id, well_id, cell_type, experiment, plate, well, site,
+disease_condition, treatment, treatment_conc, SMILES) and
+``<root>/images/{experiment}/Plate{plate}/{well}_s{site}_w{channel}.png`` (8-bit, w1..w5 =
+Hoechst, ConA, Phalloidin, Syto14, WGA). Channels are stacked to (5, H, W), scaled /255 to
+[-1, 1], tiled into ``crop_size`` crops (or used whole) and resized to ``image_size``.
+
+Treatment names vary in spelling, so they are matched *explicitly*: ``treatment_aliases`` maps a
+canonical name to the exact spellings accepted (case and surrounding spaces ignored).
+:func:`match_treatments` reports what matched and which similar-looking names did not.
+Subjects (for splits) are wells: sites of one well never straddle two splits.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from medgan.data.base import BadInputLog, DataError, ItemListDataset, filter_by_split, subject_key
+from medgan.data.png_folders import read_png
+from medgan.data.splits import split_path, subject_split
+from medgan.data.transforms import resize
+
+STAINS = ("Hoechst", "ConA", "Phalloidin", "Syto14", "WGA")
+METADATA_COLUMNS = ("site_id", "well_id", "cell_type", "experiment", "plate", "well", "site",
+                    "disease_condition", "treatment", "treatment_conc", "SMILES")
+DISEASE_CONDITIONS = ("Active SARS-CoV-2", "UV Inactivated SARS-CoV-2", "Mock", "")
+DEFAULT_TREATMENT_ALIASES = {
+    "Remdesivir": ["Remdesivir", "Remdesivir (GS-5734)", "GS-5734"],
+    "Aloxistatin": ["Aloxistatin", "Aloxistatin (E-64d)", "E-64d", "E64d"],
+    "Pacritinib": ["Pacritinib", "Pacritinib (SB1518)", "SB1518"],
+}
+# The study's 4 domains: (name, disease_condition, canonical treatment or None = untreated)
+STUDY_DOMAINS = (("Active", "Active SARS-CoV-2", None),
+                 ("Active+Aloxistatin", "Active SARS-CoV-2", "Aloxistatin"),
+                 ("Active+Pacritinib", "Active SARS-CoV-2", "Pacritinib"),
+                 ("Active+Remdesivir", "Active SARS-CoV-2", "Remdesivir"))
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"\s+", " ", str(name).strip().lower())
+
+
+def match_treatments(names: Sequence[str], aliases: dict[str, Sequence[str]]) -> dict:
+    """Explicit matching of raw treatment names to canonical names.
+
+    Returns ``{"matched": {canonical: [raw names]}, "near_misses": {canonical: [raw names that
+    contain the canonical word but are not listed as aliases]}, "mapping": {raw: canonical}}``.
+    Near misses are *not* used; they are reported so the user can add them to the aliases.
+    """
+    lookup = {_norm(alias): canonical for canonical, spellings in aliases.items() for alias in spellings}
+    matched = {canonical: [] for canonical in aliases}
+    near = {canonical: [] for canonical in aliases}
+    mapping = {}
+    for raw in sorted({str(n) for n in names if isinstance(n, str) and n.strip()}):
+        canonical = lookup.get(_norm(raw))
+        if canonical:
+            matched[canonical].append(raw)
+            mapping[raw] = canonical
+            continue
+        for candidate in aliases:
+            if _norm(candidate) in _norm(raw):
+                near[candidate].append(raw)
+    return {"matched": matched, "near_misses": {k: v for k, v in near.items() if v}, "mapping": mapping}
+
+
+def read_metadata(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path}: metadata.csv not found")
+    table = pd.read_csv(path, keep_default_na=False, dtype={"well": str, "experiment": str, "site_id": str})
+    missing = [c for c in METADATA_COLUMNS if c not in table.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}")
+    unknown = sorted(set(table["disease_condition"]) - set(DISEASE_CONDITIONS))
+    if unknown:
+        raise DataError(f"{path}: disease_condition has unknown value(s) {unknown[:5]}")
+    conc = pd.to_numeric(table["treatment_conc"].replace("", np.nan), errors="coerce")
+    bad = conc.isna() & (table["treatment_conc"].astype(str).str.strip() != "")
+    if bad.any():
+        raise DataError(f"{path}: treatment_conc not numeric in row(s) {list(np.flatnonzero(bad) + 2)[:5]}")
+    table["treatment_conc_um"] = conc.fillna(0.0)
+    return table
+
+
+class RxRx19a(ItemListDataset):
+    """Crops of RxRx19a sites labelled by domain.
+
+    Args:
+        root: folder with ``metadata.csv`` and ``images/``.
+        cell_type: "HRCE" or "VERO" (None keeps both).
+        domains: sequence of (name, disease_condition, canonical treatment or None); label = index.
+        treatment_aliases: canonical -> accepted spellings (see :func:`match_treatments`).
+        concentrations_um: keep treated wells at these concentrations (None keeps all;
+            untreated wells are always kept).
+        crop_size: side of the crops cut from each site in px (None = the whole site).
+        crop_mode: "tiles" (non-overlapping grid) or "cells" (one crop centred on each nucleus
+            found in the Hoechst channel by Otsu threshold + connected components, as the study
+            used one cell per image; nuclei too close to the border are skipped).
+        max_cells_per_site: cap on "cells" crops per site (None = all). min_nucleus_px: smallest
+            nucleus area counted.
+        image_size: resize each crop to this side. max_sites_per_domain: cap (None = all).
+        with_truth: add ``truth`` (n_domains, 5, S, S): the same crop rendered in every domain,
+            from ``truth/fields/<site_id>.npz`` (phantoms only).
+        split, split_fractions, split_seed: split by well (``root/splits.json``).
+        skip_bad: skip (log, count) sites with missing/unreadable/wrong-channel PNGs.
+
+    Items: image (5, S, S) in [-1, 1]; label domain index; subject = pseudonymous well key;
+    meta {domain, cell_type, treatment, concentration_um, site, tile}. ``.match_report`` holds
+    the treatment matching; ``.domain_names`` the label names.
+    """
+
+    def __init__(self, root: str | os.PathLike, *, cell_type: str | None = "HRCE",
+                 domains=STUDY_DOMAINS, treatment_aliases: dict | None = None,
+                 concentrations_um: Sequence[float] | None = None, crop_size: int | None = 64,
+                 crop_mode: str = "tiles", max_cells_per_site: int | None = None, min_nucleus_px: int = 12,
+                 image_size: int = 64, max_sites_per_domain: int | None = None, with_truth: bool = False,
+                 split: str | None = None, split_fractions=(0.8, 0.1, 0.1), split_seed: int = 0,
+                 skip_bad: bool = False, progress: bool = False):
+        root = Path(root)
+        if crop_mode not in ("tiles", "cells"):
+            raise ValueError(f"crop_mode must be 'tiles' or 'cells', got {crop_mode!r}")
+        self.bad_input = BadInputLog(skip_bad=skip_bad, name="RxRx19a")
+        table = read_metadata(root / "metadata.csv")
+        aliases = treatment_aliases or DEFAULT_TREATMENT_ALIASES
+        self.match_report = match_treatments(table["treatment"].tolist(), aliases)
+        all_wells = table["well_id"].astype(str).tolist()
+        table["treatment_canonical"] = table["treatment"].map(self.match_report["mapping"]).fillna("")
+        if cell_type is not None:
+            table = table[table["cell_type"] == cell_type]
+        self.domain_names = [d[0] for d in domains]
+        truth_names = None
+        selected = []
+        for label, (name, disease, treatment) in enumerate(domains):
+            rows = table[table["disease_condition"] == disease]
+            if treatment is None:
+                rows = rows[rows["treatment"].str.strip() == ""]
+            else:
+                if treatment not in aliases:
+                    raise DataError(f"domain {name!r}: treatment {treatment!r} has no entry in treatment_aliases")
+                rows = rows[rows["treatment_canonical"] == treatment]
+                if concentrations_um is not None:
+                    wanted = np.asarray(concentrations_um, float)
+                    rows = rows[np.isclose(rows["treatment_conc_um"].to_numpy()[:, None], wanted[None]).any(1)]
+            if max_sites_per_domain is not None:
+                rows = rows.iloc[:max_sites_per_domain]
+            if rows.empty:
+                raise DataError(f"{root / 'metadata.csv'}: no sites for domain {name!r} "
+                                f"(cell_type={cell_type}, disease_condition={disease!r}, treatment={treatment!r})")
+            selected += [(label, row) for _, row in rows.iterrows()]
+        # split over every well of the metadata (not only the selected ones), so any filter
+        # setting sees the same assignment of a well
+        wells = sorted({subject_key(f"rxrx:{w}") for w in all_wells})
+        self.split_map = subject_split(wells, fractions=split_fractions, seed=split_seed,
+                                       path=split_path(root, fractions=split_fractions, seed=split_seed))
+        keep = filter_by_split(wells, self.split_map, split)
+        records = []
+        for label, row in tqdm(selected, desc="RxRx19a", disable=not progress):
+            subject = subject_key(f"rxrx:{row['well_id']}")
+            if subject not in keep:
+                continue
+            folder = root / "images" / str(row["experiment"]) / f"Plate{row['plate']}"
+            try:
+                site = self._read_site(folder, str(row["well"]), int(row["site"]))
+                truth = None
+                if with_truth:
+                    truth_path = root / "truth" / "fields" / f"{row['site_id']}.npz"
+                    if not truth_path.is_file():
+                        raise DataError(f"{truth_path}: truth renders missing (with_truth needs a phantom)")
+                    stored = np.load(truth_path)
+                    truth_names = list(stored["conditions"])
+                    truth = stored["images"].astype(np.float32) / 127.5 - 1.0
+            except DataError as exc:
+                self.bad_input.reject(exc, folder / f"{row['well']}_s{row['site']}")
+                continue
+            crops = (self._tiles(site, truth, crop_size) if crop_mode == "tiles" else
+                     self._cell_crops(site, truth, crop_size, max_cells_per_site, min_nucleus_px))
+            for tile_index, (tile, truth_tile) in enumerate(crops):
+                record = {"image": resize(tile, image_size), "label": label, "subject": subject,
+                          "meta": {"domain": self.domain_names[label], "cell_type": str(row["cell_type"]),
+                                   "treatment": str(row["treatment"]), "concentration_um": float(row["treatment_conc_um"]),
+                                   "site": int(row["site"]), "tile": tile_index}}
+                if with_truth:
+                    record["truth"] = np.stack([resize(truth_tile[_truth_index(truth_names, d)], image_size)
+                                                for d in domains])
+                records.append(record)
+        if not records:
+            raise DataError(f"{root}: no crops left (split={split!r}, {self.bad_input.count} site(s) skipped)")
+        super().__init__(records)
+
+    @staticmethod
+    def _read_site(folder: Path, well: str, site: int) -> np.ndarray:
+        channels = []
+        for channel in range(1, len(STAINS) + 1):
+            path = folder / f"{well}_s{site}_w{channel}.png"
+            if not path.is_file():
+                raise DataError(f"{path}: file named in metadata.csv is missing (channel w{channel})")
+            pixels = read_png(path, grayscale=False)
+            if pixels.ndim != 2:
+                raise DataError(f"{path}: wrong channel count: expected 1 (grayscale) per file, got {pixels.shape[-1]}")
+            if pixels.dtype != np.uint8:
+                raise DataError(f"{path}: expected 8-bit, got {pixels.dtype}")
+            channels.append(pixels)
+        shapes = {c.shape for c in channels}
+        if len(shapes) > 1:
+            raise DataError(f"{folder / f'{well}_s{site}'}: channel images differ in size {sorted(shapes)}")
+        return np.stack(channels).astype(np.float32) / 127.5 - 1.0
+
+    @staticmethod
+    def _cell_crops(site, truth, crop_size, max_cells, min_area_px):
+        if crop_size is None:
+            raise DataError("crop_mode='cells' needs a crop_size")
+        h, w = site.shape[-2:]
+        half = crop_size // 2
+        count = 0
+        for cy, cx in _nucleus_centres(site[0], min_area_px=min_area_px):
+            top, left = cy - half, cx - half
+            if top < 0 or left < 0 or top + crop_size > h or left + crop_size > w:
+                continue
+            if max_cells is not None and count >= max_cells:
+                break
+            window = (..., slice(top, top + crop_size), slice(left, left + crop_size))
+            count += 1
+            yield site[window], (truth[window] if truth is not None else None)
+
+    @staticmethod
+    def _tiles(site: np.ndarray, truth: np.ndarray | None, crop_size: int | None):
+        if crop_size is None:
+            yield site, truth
+            return
+        h, w = site.shape[-2:]
+        if crop_size > min(h, w):
+            raise DataError(f"crop_size {crop_size} larger than the site images ({h}x{w})")
+        for top in range(0, h - crop_size + 1, crop_size):
+            for left in range(0, w - crop_size + 1, crop_size):
+                window = (..., slice(top, top + crop_size), slice(left, left + crop_size))
+                yield site[window], (truth[window] if truth is not None else None)
+
+
+def _nucleus_centres(hoechst: np.ndarray, *, min_area_px: int) -> list[tuple[int, int]]:
+    """Centroids (row, col) of nuclei in a Hoechst image: Otsu threshold, connected components."""
+    from skimage.filters import threshold_otsu
+    from skimage.measure import label, regionprops
+
+    if float(hoechst.max()) <= float(hoechst.min()):
+        return []
+    foreground = hoechst > threshold_otsu(hoechst)
+    regions = [r for r in regionprops(label(foreground)) if r.area >= min_area_px]
+    return [(int(round(r.centroid[0])), int(round(r.centroid[1]))) for r in regions]
+
+
+def _truth_index(truth_names: list[str], domain) -> int:
+    name, disease, treatment = domain
+    wanted = disease if treatment is None else f"{disease} + {treatment}"
+    if wanted not in truth_names:
+        raise DataError(f"truth renders have no condition {wanted!r} (have {truth_names})")
+    return truth_names.index(wanted)
