@@ -43,10 +43,10 @@ endif
 setup: $(STAMP)
 
 data: setup
-	$(PY) -m medgan.data.phantoms --all
+	$(PY) -m medgan.data.phantoms --all --jobs 2
 
 reproduce: setup
-	$(PY) -m medgan.data.phantoms --all
+	$(PY) -m medgan.data.phantoms --all --jobs 2
 	$(PY) -m medgan.reports run --profile $(PROFILE) $(NB_ARGS) $(DATA_ARG) $(SET_ARGS)
 	@echo "Reports: reports/index.html"
 

@@ -69,6 +69,8 @@ API index (module -> public names)
     high_percentile=99.0, normalise_png=False, max_images=None)``; label float32 (5,) or int;
     ``mask`` (K,S,S) over ``phantoms.cxr.ALL_FINDINGS`` (5 trained + 5 untrained); meta
     {abnormal, n_findings, finding_labels, view_position, other_findings}.
+``medgan.data.toy_shapes``
+    ``ToyShapes(n, *, size=32, seed=0)``: in-memory discs and squares for the quickstart
 ``medgan.data.phantoms``
     ``ensure(name, *, root=None, **options) -> Path`` for name in ``NAMES`` =
     ("cells", "chest_ct", "brain", "pet", "cxr"): folder ``(root or data_dir()/"phantoms")/<name>-<hash>``;
