@@ -51,7 +51,7 @@ reproduce: setup
 	@echo "Reports: reports/index.html"
 
 test: setup
-	$(PY) -m pytest -n $(JOBS) -q -rs --durations=15
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) -q -rs --durations=15
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
