@@ -1,0 +1,200 @@
+"""StarGAN v2 training step (Choi et al. 2020, the official ``core/solver.py`` objective).
+
+One iteration = four updates, as in the official solver:
+
+1. D, latent-guided target: ``L_D = BCE(D_y(x), 1) + BCE(D_ỹ(G(x, F_ỹ(z))), 0) + λ_reg · R1``
+2. D, reference-guided target: the same with ``s̃ = E_ỹ(x_ref)``
+3. G, mapping network F and style encoder E, latent-guided:
+   ``L_G = L_adv + λ_sty |E_ỹ(G(x, s̃)) - s̃| - λ_ds |G(x, s̃1) - G(x, s̃2)| + λ_cyc |G(G(x, s̃), E_y(x)) - x|``
+4. G only, reference-guided (same objective, styles from two references of domain ỹ).
+
+then EMA (β = 0.999) of G, F and E. λ_ds decays linearly from its initial value to 0 over
+``ds_iter`` iterations (``ctx.step``). R1 is ``0.5 · E||∇_x D_y(x)||²`` on real images (γ = 1).
+Adam(lr 1e-4, β = (0, 0.99), weight decay 1e-4) for G, E, D; the mapping network uses lr 1e-6.
+
+Target domains and references are drawn from the training images with ``ctx.rand`` (so runs are
+reproducible, resumable and identical under torchrun): a reference index uniform over all
+images gives ỹ (domains weighted by their image counts, as the official reference loader), a
+second index uniform over the images of ỹ gives the second reference.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from medgan import losses
+from medgan.models.stargan_v2 import StarGANv2Config, build_stargan_v2
+from medgan.train.step import StepContext, TrainingStep, ema_update, set_requires_grad
+
+__all__ = ["StarGANv2Step", "diversity_weight"]
+
+
+def diversity_weight(step: int, *, initial: float, ds_iter: int) -> float:
+    """λ_ds at iteration ``step`` (0-based): ``initial · max(0, 1 - step / ds_iter)`` (linear decay to 0)."""
+    if ds_iter <= 0:
+        return 0.0
+    return initial * max(0.0, 1.0 - step / ds_iter)
+
+
+class StarGANv2Step(TrainingStep):
+    """StarGAN v2 for ``config.channels``-channel images and ``config.num_domains`` domains.
+
+    Args:
+        config: architecture (:class:`~medgan.models.stargan_v2.StarGANv2Config`).
+        reference_images: (M, C, S, S) float in [-1, 1], the training images references are drawn from.
+        reference_labels: (M,) long domain of each reference image (every domain must occur).
+        lr, mapping_lr, betas, weight_decay: Adam settings (official 1e-4, 1e-6, (0, 0.99), 1e-4).
+        lambda_reg, lambda_sty, lambda_ds, lambda_cyc: loss weights (official 1, 1, 1 (AFHQ: 1), 1).
+        ds_iter: iterations over which λ_ds decays to 0.
+        ema_beta: EMA decay (0.999).
+        reference_mode: also run the reference-guided D and G updates (official: yes).
+
+    ``nets``: generator, mapping_network, style_encoder, discriminator and ``*_ema`` copies of the first three.
+    """
+
+    def __init__(self, config: StarGANv2Config, *, reference_images: torch.Tensor, reference_labels: torch.Tensor,
+                 lr: float = 1e-4, mapping_lr: float = 1e-6, betas: Sequence[float] = (0.0, 0.99),
+                 weight_decay: float = 1e-4, lambda_reg: float = 1.0, lambda_sty: float = 1.0,
+                 lambda_ds: float = 1.0, lambda_cyc: float = 1.0, ds_iter: int = 100_000, ema_beta: float = 0.999,
+                 reference_mode: bool = True):
+        nets = build_stargan_v2(config)
+        for name in ("generator", "mapping_network", "style_encoder"):
+            nets[f"{name}_ema"] = copy.deepcopy(nets[name]).requires_grad_(False)
+        betas = tuple(betas)
+        opts = {name: torch.optim.Adam(nets[name].parameters(), lr=mapping_lr if name == "mapping_network" else lr,
+                                       betas=betas, weight_decay=weight_decay)
+                for name in ("generator", "mapping_network", "style_encoder", "discriminator")}
+        super().__init__(nets=nets, optimizers=opts)
+        refs = torch.as_tensor(reference_images, dtype=torch.float32)
+        labels = torch.as_tensor(reference_labels).long().view(-1)
+        if refs.ndim != 4 or refs.shape[1] != config.channels or refs.shape[-1] != config.image_size:
+            raise ValueError(f"reference_images must be (M, {config.channels}, {config.image_size}, "
+                             f"{config.image_size}), got {tuple(refs.shape)}")
+        if len(labels) != len(refs):
+            raise ValueError(f"{len(refs)} reference images but {len(labels)} labels")
+        missing = sorted(set(range(config.num_domains)) - set(labels.tolist()))
+        if missing:
+            raise ValueError(f"reference_labels hold no image of domain(s) {missing}")
+        self.config = config
+        self.refs, self.ref_labels = refs, labels
+        self.domain_index = [torch.nonzero(labels == k).view(-1) for k in range(config.num_domains)]
+        self.lambda_reg, self.lambda_sty, self.lambda_cyc = lambda_reg, lambda_sty, lambda_cyc
+        self.lambda_ds_initial, self.ds_iter = lambda_ds, ds_iter
+        self.ema_beta = ema_beta
+        self.reference_mode = reference_mode
+
+    # ------------------------------------------------------------------ helpers
+    def draw_targets(self, n: int, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Target domains (n,) and two reference images of each, (n, C, S, S) x 2, on ``ctx.device``."""
+        u = ctx.rand(n, 2).cpu()
+        first = (u[:, 0] * len(self.refs)).long().clamp_max(len(self.refs) - 1)
+        y_trg = self.ref_labels[first]
+        second = torch.stack([self.domain_index[int(k)][min(int(v * len(self.domain_index[int(k)])),
+                                                          len(self.domain_index[int(k)]) - 1)]
+                              for k, v in zip(y_trg, u[:, 1])])
+        return y_trg.to(ctx.device), self.refs[first].to(ctx.device), self.refs[second].to(ctx.device)
+
+    def _style(self, y_trg, *, z=None, ref=None, ema: bool = False) -> torch.Tensor:
+        suffix = "_ema" if ema else ""
+        if z is not None:
+            return self.nets["mapping_network" + suffix](z, y_trg)
+        return self.nets["style_encoder" + suffix](ref, y_trg)
+
+    def _d_loss(self, x_real, y_org, y_trg, *, z=None, ref=None) -> tuple[torch.Tensor, dict[str, float]]:
+        D, G = self.nets["discriminator"], self.nets["generator"]
+        x_real = x_real.detach().requires_grad_(True)
+        out_real = D(x_real, y_org)
+        # R1 = 0.5 * E||grad||^2 (the official r1_reg); losses.r1_penalty is E||grad||^2.
+        r1 = 0.5 * losses.r1_penalty(out_real, x_real)
+        with torch.no_grad():
+            x_fake = G(x_real.detach(), self._style(y_trg, z=z, ref=ref))
+        out_fake = D(x_fake, y_trg)
+        adv = losses.d_nonsaturating(out_real, out_fake)
+        loss = adv + self.lambda_reg * r1
+        return loss, {"adv": adv.item(), "r1": r1.item()}
+
+    def _g_loss(self, x_real, y_org, y_trg, lambda_ds, *, zs=None, refs=None) -> tuple[torch.Tensor, dict[str, float]]:
+        G, D, E = self.nets["generator"], self.nets["discriminator"], self.nets["style_encoder"]
+        first, second = (dict(z=zs[0]), dict(z=zs[1])) if zs is not None else (dict(ref=refs[0]), dict(ref=refs[1]))
+        s_trg = self._style(y_trg, **first)
+        x_fake = G(x_real, s_trg)
+        adv = losses.g_nonsaturating(D(x_fake, y_trg))
+        sty = (E(x_fake, y_trg) - s_trg).abs().mean()
+        x_fake2 = G(x_real, self._style(y_trg, **second)).detach()
+        ds = (x_fake - x_fake2).abs().mean()
+        x_rec = G(x_fake, E(x_real, y_org))
+        cyc = losses.cycle_l1(x_rec, x_real)
+        loss = adv + self.lambda_sty * sty - lambda_ds * ds + self.lambda_cyc * cyc
+        return loss, {"adv": adv.item(), "sty": sty.item(), "ds": ds.item(), "cyc": cyc.item()}
+
+    def _update(self, loss, ctx, names) -> None:
+        for name in names:
+            self.optimizers[name].zero_grad(set_to_none=True)
+        ctx.backward(loss)
+        for name in names:
+            ctx.optimizer_step(self.optimizers[name])
+
+    # ------------------------------------------------------------------ the iteration
+    def train_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, float]:
+        x_real = batch["image"].float()
+        y_org = torch.as_tensor(batch["label"], device=ctx.device).long().view(-1)
+        n = x_real.shape[0]
+        y_trg, x_ref, x_ref2 = self.draw_targets(n, ctx)
+        z1, z2 = ctx.randn(n, self.config.latent_dim), ctx.randn(n, self.config.latent_dim)
+        lambda_ds = diversity_weight(ctx.step, initial=self.lambda_ds_initial, ds_iter=self.ds_iter)
+        D = self.nets["discriminator"]
+        logs: dict[str, float] = {"lambda_ds": lambda_ds}
+
+        set_requires_grad(D, True)
+        with ctx.autocast():
+            d_loss, parts = self._d_loss(x_real, y_org, y_trg, z=z1)
+        self._update(d_loss, ctx, ["discriminator"])
+        logs.update({"D/latent_" + k: v for k, v in parts.items()})
+        if self.reference_mode:
+            with ctx.autocast():
+                d_loss, parts = self._d_loss(x_real, y_org, y_trg, ref=x_ref)
+            self._update(d_loss, ctx, ["discriminator"])
+            logs.update({"D/ref_" + k: v for k, v in parts.items()})
+
+        set_requires_grad(D, False)
+        with ctx.autocast():
+            g_loss, parts = self._g_loss(x_real, y_org, y_trg, lambda_ds, zs=(z1, z2))
+        self._update(g_loss, ctx, ["generator", "mapping_network", "style_encoder"])
+        logs.update({"G/latent_" + k: v for k, v in parts.items()})
+        if self.reference_mode:
+            with ctx.autocast():
+                g_loss, parts = self._g_loss(x_real, y_org, y_trg, lambda_ds, refs=(x_ref, x_ref2))
+            self._update(g_loss, ctx, ["generator"])
+            logs.update({"G/ref_" + k: v for k, v in parts.items()})
+        set_requires_grad(D, True)
+
+        for name in ("generator", "mapping_network", "style_encoder"):
+            ema_update(self.nets[name + "_ema"], self.nets[name], self.ema_beta)
+        return logs
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def translate(self, x: torch.Tensor, y_trg: torch.Tensor | int, *, z: torch.Tensor | None = None,
+                  ref: torch.Tensor | None = None, ema: bool = True) -> torch.Tensor:
+        """Translate images x (N, C, S, S) into domain(s) ``y_trg`` with a latent z (N, latent_dim)
+        or reference images ref (N, C, S, S); returns (N, C, S, S) clamped to [-1, 1]."""
+        if (z is None) == (ref is None):
+            raise ValueError("translate: give exactly one of z (latent-guided) or ref (reference-guided)")
+        device = next(self.nets["generator"].parameters()).device
+        x = x.to(device).float()
+        y = torch.as_tensor(y_trg, device=device).long().view(-1)
+        if len(y) == 1:
+            y = y.expand(len(x))
+        s = self._style(y, z=None if z is None else z.to(device), ref=None if ref is None else ref.to(device), ema=ema)
+        return self.nets["generator_ema" if ema else "generator"](x, s).clamp(-1, 1)
+
+    def sample(self, n: int, ctx: StepContext) -> torch.Tensor:
+        """n translations (EMA nets, fixed latents) of fixed training images, target domain cycling 0..K-1."""
+        idx = torch.arange(n) % len(self.refs)
+        y = torch.arange(n) % self.config.num_domains
+        z = ctx.fixed_randn(n, self.config.latent_dim)
+        return self.translate(self.refs[idx], y, z=z)
