@@ -366,7 +366,7 @@ def train_domain_cnn(images: Any, labels: Any, *, channels: int, epochs: int = 1
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total_loss += float(loss) * len(idx)
+            total_loss += loss.item() * len(idx)
             correct += int((logits.argmax(dim=1) == yb).sum())
             seen += len(idx)
         history.append((epoch, total_loss / max(seen, 1), correct / max(seen, 1)))
