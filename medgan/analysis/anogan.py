@@ -1,0 +1,328 @@
+"""AnoGAN-style anomaly detection with a generator trained on normal images only.
+
+:func:`invert` finds, for each query image, the latent whose generated image is closest to
+it (Adam on z from several random starts, the thesis' mean squared residual, optionally
+AnoGAN's discriminator-feature term). The residual ``query - reconstruction`` marks what the
+normal-only generator cannot draw: the anomaly. The rest scores and evaluates it:
+
+- :func:`anomaly_maps` (N, H, W) and :func:`anomaly_scores` (N,) from residuals;
+- :func:`threshold_at_specificity`: a threshold chosen on normal validation images only;
+- :func:`detection_table`: the thesis' Table 6 (detected / total per finding), with
+  trained vs untrained findings;
+- :func:`localisation`: pixel-level AUROC and Dice against lesion masks;
+- :func:`mean_image_residual`: the naive baseline (difference from the mean normal image).
+
+Like ``projector.project`` of stylegan2-ada, :func:`invert` is a pure function of a generator
+and targets; nothing here trains or loads models.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from medgan.metrics.roc import auroc
+
+__all__ = ["InversionResult", "invert", "anomaly_maps", "anomaly_scores", "threshold_at_specificity",
+           "detection_table", "localisation", "dice", "mean_image_residual", "AnomalyEvaluation",
+           "evaluate_anomaly_detection", "PAPER_TABLE6", "PAPER_SUPERVISED"]
+
+
+@dataclass
+class InversionResult:
+    z: torch.Tensor               # (N, D) best latent per query
+    reconstruction: torch.Tensor  # (N, C, H, W) G(z) in [-1, 1]
+    residual: torch.Tensor        # (N, C, H, W) query - reconstruction (signed)
+    losses: np.ndarray            # (steps, N) objective of the chosen restart at every step
+    seconds_per_query: float      # wall time / N (all restarts included)
+
+
+def invert(G: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor, *, steps: int = 200, lr: float = 0.05,
+           restarts: int = 4, z_dim: int | None = None,
+           discriminator_features: Callable[[torch.Tensor], torch.Tensor] | None = None,
+           feature_weight: float = 0.1, batch_size: int = 64, seed: int = 0, device: str | torch.device = "cpu",
+           progress: bool = False) -> InversionResult:
+    """Optimise latents so that ``G(z)`` matches each target image.
+
+    Args:
+        G: generator, z (B, D) -> images (B, C, H, W) in [-1, 1] (its weights are not changed).
+        target: query images (N, C, H, W) or (C, H, W), in [-1, 1].
+        steps, lr: Adam iterations and learning rate on z.
+        restarts: random starts per query; the one with the lowest final objective is kept.
+        z_dim: latent size (default ``G.z_dim``).
+        discriminator_features: optional map images -> features (B, ...) (e.g. D's last hidden
+            layer); adds AnoGAN's feature-matching term.
+        feature_weight: lambda in ``(1 - lambda) * residual + lambda * feature`` (AnoGAN used 0.1);
+            ignored without ``discriminator_features``.
+        batch_size: latents optimised together (queries x restarts are chunked by this).
+        seed: seeds the random starts (same seed, same result on the same device).
+    Returns:
+        :class:`InversionResult`. The residual objective is the mean squared error per image.
+    """
+    if target.ndim == 3:
+        target = target[None]
+    if target.ndim != 4:
+        raise ValueError(f"target must be (N, C, H, W) or (C, H, W), got {tuple(target.shape)}")
+    if steps < 1 or restarts < 1:
+        raise ValueError(f"steps and restarts must be >= 1, got {steps} and {restarts}")
+    z_dim = z_dim or getattr(G, "z_dim", None)
+    if z_dim is None:
+        raise ValueError("z_dim is needed (the generator has no z_dim attribute)")
+    device = torch.device(device)
+    n = target.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    z_init = torch.randn(n * restarts, z_dim, generator=gen)
+    targets = target.to(device, torch.float32).repeat_interleave(restarts, dim=0)
+
+    modules = [m for m in (G, discriminator_features) if isinstance(m, nn.Module)]
+    saved = [(p, p.requires_grad) for m in modules for p in m.parameters()]
+    modes = [(m, m.training) for m in modules]
+    for p, _ in saved:
+        p.requires_grad_(False)
+    for m in modules:
+        m.eval()
+    t0 = time.perf_counter()
+    z_all, loss_all = [], []
+    try:
+        chunks = range(0, n * restarts, batch_size)
+        for start in tqdm(chunks, disable=not progress, desc="invert"):
+            tgt = targets[start:start + batch_size]
+            z = z_init[start:start + batch_size].clone().to(device).requires_grad_(True)
+            opt = torch.optim.Adam([z], lr=lr)
+            feat_target = discriminator_features(tgt).detach() if discriminator_features is not None else None
+            history = []
+            for _ in range(steps):
+                opt.zero_grad(set_to_none=True)
+                per_image = _objective(G(z), tgt, discriminator_features, feat_target, feature_weight)
+                per_image.sum().backward()
+                opt.step()
+                history.append(per_image.detach().cpu())
+            with torch.no_grad():
+                final = _objective(G(z), tgt, discriminator_features, feat_target, feature_weight).cpu()
+            history[-1] = final  # the objective at the latent we return
+            z_all.append(z.detach().cpu())
+            loss_all.append(torch.stack(history))
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)
+        for m, mode in modes:
+            m.train(mode)
+    z_all = torch.cat(z_all).view(n, restarts, z_dim)
+    losses = torch.cat(loss_all, dim=1).view(steps, n, restarts)
+    best = losses[-1].argmin(1)
+    z_best = z_all[torch.arange(n), best]
+    with torch.no_grad():
+        # The objective used G's raw output; the reconstruction shown and subtracted is an image in [-1, 1].
+        recon = torch.cat([G(z_best[i:i + batch_size].to(device)).float().cpu().clamp(-1, 1)
+                           for i in range(0, n, batch_size)])
+    seconds = time.perf_counter() - t0
+    return InversionResult(z=z_best, reconstruction=recon, residual=target.float().cpu() - recon,
+                           losses=losses[:, torch.arange(n), best].numpy(), seconds_per_query=seconds / n)
+
+
+def _objective(fake, target, features, feat_target, weight) -> torch.Tensor:
+    residual = ((fake.float() - target) ** 2).flatten(1).mean(1)
+    if features is None:
+        return residual
+    feat = ((features(fake).float() - feat_target) ** 2).flatten(1).mean(1)
+    return (1 - weight) * residual + weight * feat
+
+
+def anomaly_maps(residual: Any) -> np.ndarray:
+    """Absolute residual averaged over channels: (N, C, H, W) -> (N, H, W), float64 >= 0."""
+    r = np.asarray(residual.detach().cpu() if torch.is_tensor(residual) else residual, dtype=np.float64)
+    if r.ndim != 4:
+        raise ValueError(f"residual must be (N, C, H, W), got shape {r.shape}")
+    return np.abs(r).mean(1)
+
+
+def anomaly_scores(residual: Any, *, kind: str = "mse") -> np.ndarray:
+    """One score per image: ``"mse"`` (the thesis' residual) or ``"top1pct"`` (mean of the largest 1% |residual|)."""
+    r = np.asarray(residual.detach().cpu() if torch.is_tensor(residual) else residual, dtype=np.float64)
+    flat = r.reshape(len(r), -1)
+    if kind == "mse":
+        return (flat ** 2).mean(1)
+    if kind == "top1pct":
+        k = max(1, int(round(flat.shape[1] * 0.01)))
+        return np.sort(np.abs(flat), axis=1)[:, -k:].mean(1)
+    raise ValueError(f"kind must be 'mse' or 'top1pct', not {kind!r}")
+
+
+def threshold_at_specificity(normal_scores: Any, *, specificity: float = 0.95) -> float:
+    """The ``specificity`` quantile of scores on normal validation images: at most 1 - specificity
+    of them score strictly above it (calls are ``score > threshold``)."""
+    s = np.asarray(normal_scores, dtype=np.float64).ravel()
+    if s.size == 0:
+        raise ValueError("no normal validation scores to choose a threshold from")
+    if not 0 < specificity < 1:
+        raise ValueError(f"specificity must be in (0, 1), got {specificity}")
+    return float(np.quantile(s, specificity, method="higher"))
+
+
+def detection_table(scores: Any, findings: Sequence[str], threshold: float, *,
+                    trained_findings: Sequence[str] = (), normal_name: str = "normal") -> pd.DataFrame:
+    """Detected / total per finding (the thesis' Table 6), at calls ``score > threshold``.
+
+    scores (N,); findings (N,) the finding name of each query (``normal_name`` rows give the
+    false-positive rate). Rows: each finding, then "trained findings", "untrained findings",
+    "all abnormal" totals; a "trained" column marks findings a supervised model was trained on.
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    f = np.asarray(findings, dtype=object).ravel()
+    if len(s) != len(f):
+        raise ValueError(f"{len(s)} scores but {len(f)} finding names")
+    detected = s > threshold
+    trained = set(trained_findings)
+    rows = []
+    for name in sorted(set(f) - {normal_name}):
+        sel = f == name
+        rows.append({"finding": name, "trained": name in trained, "n": int(sel.sum()),
+                     "detected": int(detected[sel].sum())})
+    table = pd.DataFrame(rows)
+    totals = []
+    if len(table):
+        for label, sel in (("trained findings", table["trained"]), ("untrained findings", ~table["trained"]),
+                           ("all abnormal", table["n"] > -1)):
+            if sel.any():
+                totals.append({"finding": label, "trained": None, "n": int(table.loc[sel, "n"].sum()),
+                               "detected": int(table.loc[sel, "detected"].sum())})
+    if (f == normal_name).any():
+        sel = f == normal_name
+        totals.append({"finding": f"{normal_name} (false positives)", "trained": None, "n": int(sel.sum()),
+                       "detected": int(detected[sel].sum())})
+    table = pd.concat([table, pd.DataFrame(totals)], ignore_index=True)
+    table["rate"] = table["detected"] / table["n"].where(table["n"] > 0)
+    return table.set_index("finding")
+
+
+def dice(prediction: Any, mask: Any) -> float:
+    """Dice = 2|A∩B| / (|A| + |B|) of two boolean arrays (1.0 when both are empty)."""
+    a, b = np.asarray(prediction, dtype=bool), np.asarray(mask, dtype=bool)
+    denom = a.sum() + b.sum()
+    return 1.0 if denom == 0 else float(2 * np.logical_and(a, b).sum() / denom)
+
+
+def localisation(maps: Any, masks: Any, *, threshold: float) -> dict[str, float]:
+    """Pixel-level quality of anomaly maps against lesion masks.
+
+    maps (N, H, W) >= 0; masks (N, H, W) or (N, 1, H, W) in {0, 1}, images with at least one
+    lesion pixel. ``threshold`` binarises the maps for Dice (choose it on normal images, e.g.
+    the 99th percentile of their pixel values, never on the masks).
+    Returns pixel AUROC (all pixels of all images pooled), mean per-image Dice, and the threshold.
+    """
+    m = np.asarray(maps, dtype=np.float64)
+    k = np.asarray(masks, dtype=np.float64)
+    if k.ndim == 4:
+        k = k.max(1)
+    if m.shape != k.shape:
+        raise ValueError(f"maps {m.shape} and masks {k.shape} differ in shape")
+    has_lesion = k.reshape(len(k), -1).max(1) > 0
+    if not has_lesion.any():
+        raise ValueError("no mask has a lesion pixel; localisation needs abnormal images with masks")
+    m, k = m[has_lesion], k[has_lesion] > 0.5
+    dices = [dice(mi >= threshold, ki) for mi, ki in zip(m, k)]
+    return {"pixel_auroc": auroc(k.ravel().astype(int), m.ravel()), "dice": float(np.mean(dices)),
+            "dice_sd": float(np.std(dices)), "threshold": float(threshold), "n_images": int(has_lesion.sum())}
+
+
+def mean_image_residual(queries: Any, normal_images: Any) -> np.ndarray:
+    """Naive baseline residual: each query minus the mean normal (training) image, (N, C, H, W)."""
+    q = np.asarray(queries.detach().cpu() if torch.is_tensor(queries) else queries, dtype=np.float64)
+    ref = np.asarray(normal_images.detach().cpu() if torch.is_tensor(normal_images) else normal_images,
+                     dtype=np.float64).mean(0, keepdims=True)
+    return q - ref
+
+
+def summary_row(name: str, *, image_auroc: float, loc: Mapping[str, float], seconds_per_query: float) -> dict:
+    """One row of the anomaly-detection comparison table."""
+    return {"method": name, "image AUROC": image_auroc, "pixel AUROC": loc["pixel_auroc"],
+            "Dice": loc["dice"], "s / query": seconds_per_query}
+
+
+@dataclass
+class AnomalyEvaluation:
+    """Everything the notebook shows for part (c)."""
+
+    summary: pd.DataFrame          # one row per method: image AUROC, pixel AUROC, Dice, time per query
+    detection: pd.DataFrame        # detected / n per finding, one column block per method
+    thresholds: dict[str, float]   # image-score threshold per method (chosen on normal validation images)
+    scores: dict[str, np.ndarray]  # test-query scores per method
+    maps: dict[str, np.ndarray]    # test-query anomaly maps per method (N, H, W)
+    inversion: InversionResult     # AnoGAN inversion of the test queries
+    findings: np.ndarray           # (N,) finding name per test query
+
+
+def evaluate_anomaly_detection(G: Callable[[torch.Tensor], torch.Tensor], *, normal_val: torch.Tensor,
+                               queries: torch.Tensor, findings: Sequence[str], masks: Any,
+                               normal_train: torch.Tensor, invert_options: Mapping[str, Any],
+                               specificity: float = 0.95, pixel_quantile: float = 0.99, score_kind: str = "mse",
+                               trained_findings: Sequence[str] = (), normal_name: str = "normal",
+                               classifier_scores: tuple[Any, Any] | None = None,
+                               classifier_seconds_per_query: float = float("nan")) -> AnomalyEvaluation:
+    """AnoGAN against the mean-normal-image baseline (and optionally a supervised classifier).
+
+    Args:
+        G: generator trained on normal images only, z -> images in [-1, 1].
+        normal_val: normal validation images (M, C, H, W): they fix each method's image threshold
+            (at ``specificity``) and pixel threshold (``pixel_quantile`` of their map values).
+        queries: test images (N, C, H, W), normal and abnormal; findings: their finding names.
+        masks: (N, [1,] H, W) lesion masks of the queries (all zero for normal ones); None on data
+            without masks (pixel metrics are then NaN).
+        normal_train: the normal training images (or their mean, (1, C, H, W)); the mean is the
+            naive baseline's reference.
+        invert_options: keyword arguments of :func:`invert` (steps, lr, restarts, seed, ...).
+        classifier_scores: optional (scores on normal_val (M,), scores on queries (N,)) of a
+            supervised classifier (e.g. 1 - P(normal)); it gets the same threshold rule.
+    """
+    findings = np.asarray(findings, dtype=object)
+    abnormal = (findings != normal_name).astype(int)
+    val_inv = invert(G, normal_val, **invert_options)
+    test_inv = invert(G, queries, **invert_options)
+    residuals = {"AnoGAN (PGGAN inversion)": (val_inv.residual, test_inv.residual, test_inv.seconds_per_query),
+                 "mean normal image (baseline)": (mean_image_residual(normal_val, normal_train),
+                                                  mean_image_residual(queries, normal_train), 0.0)}
+    summary, tables, thresholds, scores, maps = [], {}, {}, {}, {}
+    for name, (val_res, test_res, secs) in residuals.items():
+        val_scores, test_scores = anomaly_scores(val_res, kind=score_kind), anomaly_scores(test_res, kind=score_kind)
+        thresholds[name] = threshold_at_specificity(val_scores, specificity=specificity)
+        pixel_threshold = float(np.quantile(anomaly_maps(val_res), pixel_quantile))
+        maps[name], scores[name] = anomaly_maps(test_res), test_scores
+        loc = (localisation(maps[name], masks, threshold=pixel_threshold) if masks is not None
+               else {"pixel_auroc": float("nan"), "dice": float("nan")})
+        summary.append(summary_row(name, image_auroc=auroc(abnormal, test_scores), loc=loc, seconds_per_query=secs))
+        tables[name] = detection_table(test_scores, findings, thresholds[name], trained_findings=trained_findings,
+                                       normal_name=normal_name)
+    if classifier_scores is not None:
+        name = "supervised multi-label classifier"
+        val_scores, test_scores = (np.asarray(s, dtype=np.float64) for s in classifier_scores)
+        thresholds[name] = threshold_at_specificity(val_scores, specificity=specificity)
+        scores[name] = test_scores
+        summary.append({"method": name, "image AUROC": auroc(abnormal, test_scores), "pixel AUROC": float("nan"),
+                        "Dice": float("nan"), "s / query": classifier_seconds_per_query})
+        tables[name] = detection_table(test_scores, findings, thresholds[name], trained_findings=trained_findings,
+                                       normal_name=normal_name)
+    detection = pd.concat({name: t[["detected", "n", "rate"]] for name, t in tables.items()}, axis=1)
+    first = next(iter(tables.values()))
+    detection.insert(0, ("", "trained"), first["trained"])
+    return AnomalyEvaluation(summary=pd.DataFrame(summary).set_index("method"), detection=detection,
+                             thresholds=thresholds, scores=scores, maps=maps, inversion=test_inv, findings=findings)
+
+
+# The thesis's Table 6: 100 real CXRs of 12 findings read by a radiologist on the AnoGAN residual
+# maps (* = among the supervised 6-class CNN's classes; it found 37/40 of those, 14/60 of the rest).
+PAPER_TABLE6 = pd.DataFrame(
+    {"trained": [True, False, True, True, False, False, True, True, False, False, False, False],
+     "n": [8, 9, 6, 9, 9, 6, 8, 9, 10, 10, 6, 10],
+     "detected": [8, 9, 6, 9, 8, 5, 7, 8, 8, 6, 5, 10]},
+    index=["Nodule", "Calcification", "Consolidation", "Interstitial Opacity", "Atelectasis",
+           "Mediastinal Widening", "Pleural Effusion", "Pneumothorax", "Rib Fracture", "Pneumomediastinum",
+           "Subcutaneous Emphysema", "Pneumoperitoneum"])
+PAPER_TABLE6["rate"] = PAPER_TABLE6["detected"] / PAPER_TABLE6["n"]
+PAPER_SUPERVISED = {"trained findings": (37, 40), "untrained findings": (14, 60), "all abnormal": (51, 100)}
