@@ -9,5 +9,7 @@
 - :mod:`medgan.models.classifiers` — ResNet classifiers for any input channels, no downloaded weights
   (study 5's classifiers, study 1's domain classifier).
 
+- :mod:`medgan.models.blocks` — pieces every family shares (``count_parameters``).
+
 Import the module you need, e.g. ``from medgan.models.pggan import build_pggan``.
 """

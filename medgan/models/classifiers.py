@@ -21,6 +21,8 @@ from typing import Sequence
 
 import torch
 from torch import nn
+
+from medgan.models.blocks import count_parameters  # noqa: F401  (re-exported)
 from torchvision.models import resnet as tv_resnet
 
 __all__ = ["ARCHITECTURES", "HEADS", "Classifier", "build_classifier", "count_parameters", "small_resnet"]
@@ -66,10 +68,6 @@ class Classifier(nn.Module):
     def target_layer(self) -> nn.Module:
         """The last convolutional stage (``layer4``): where Grad-CAM / class activation maps look."""
         return self.backbone.layer4
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 class _SmallResNet(tv_resnet.ResNet):

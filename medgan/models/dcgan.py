@@ -17,13 +17,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from medgan.models.blocks import count_parameters  # noqa: F401  (re-exported)
+
 __all__ = ["DCGANConfig", "DCGANGenerator", "DCGANDiscriminator", "build_dcgan", "init_dcgan_weights",
            "count_parameters"]
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def _n_levels(image_size: int) -> int:

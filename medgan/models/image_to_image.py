@@ -33,6 +33,8 @@ import re
 import torch
 from torch import nn
 
+from medgan.models.blocks import count_parameters  # noqa: F401  (re-exported)
+
 __all__ = ["GENERATORS", "NORMS", "PatchDiscriminator", "ResnetBlock", "ResnetGenerator", "UNetGenerator",
            "count_parameters", "define_discriminator", "define_generator", "init_weights", "norm_layer"]
 
@@ -51,11 +53,6 @@ def norm_layer(norm: str):
     if norm == "batch":
         return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
     raise ValueError(f"norm must be one of {NORMS}, not {norm!r}")
-
-
-def count_parameters(net: nn.Module, *, trainable_only: bool = True) -> int:
-    """Number of (trainable) parameters of ``net``."""
-    return sum(p.numel() for p in net.parameters() if p.requires_grad or not trainable_only)
 
 
 def _check_channels(**channels: int) -> None:

@@ -29,15 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medgan.models.blocks import count_parameters  # noqa: F401  (re-exported)
+
 __all__ = [
     "EqualizedConv2d", "EqualizedLinear", "PixelNorm", "MinibatchStdDev", "Generator", "Discriminator",
     "PGGANConfig", "build_pggan", "pggan_channels", "count_parameters", "full_resolution", "FullResolutionGenerator",
 ]
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def _check_resolution(resolution: int) -> int:

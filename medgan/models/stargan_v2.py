@@ -31,12 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medgan.models.blocks import count_parameters  # noqa: F401  (re-exported)
+
 __all__ = ["AdaIN", "AdainResBlk", "Discriminator", "Generator", "MappingNetwork", "ResBlk", "StarGANv2Config",
            "StyleEncoder", "build_stargan_v2", "count_parameters", "he_init"]
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def he_init(module: nn.Module) -> None:

@@ -43,5 +43,7 @@ def paper_vs_ours(ours: pd.DataFrame, paper: pd.DataFrame, *, note: str = "") ->
 
 def parameter_table(nets) -> pd.DataFrame:
     """Trainable parameters per network, in millions (``nets``: name -> nn.Module)."""
-    rows = {name: sum(p.numel() for p in net.parameters() if p.requires_grad) for name, net in nets.items()}
+    from medgan.models.blocks import count_parameters
+
+    rows = {name: count_parameters(net) for name, net in nets.items()}
     return pd.DataFrame({"parameters": rows, "millions": {k: v / 1e6 for k, v in rows.items()}})

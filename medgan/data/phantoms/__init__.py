@@ -97,3 +97,15 @@ def ensure(name: str, *, root: str | os.PathLike | None = None, **options: Any) 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def dataset_root(data_params: Any, phantom: str) -> Path:
+    """Where a study reads its data: ``data.root`` when set, else phantom ``phantom`` made from ``data.phantom``.
+
+    ``data_params`` is a notebook's ``data`` parameter section (a mapping with ``root`` and ``phantom``).
+    """
+    root = data_params.get("root")
+    if root:
+        return Path(root)
+    options = data_params.get("phantom") or {}
+    return ensure(phantom, **(options.to_dict() if hasattr(options, "to_dict") else dict(options)))

@@ -67,11 +67,9 @@ class BrainData:
 
 def data_root(params: Params) -> Path:
     """``data.root`` when given, else the brain phantom generated with ``data.phantom`` options."""
-    if params.data.root is not None:
-        return Path(params.data.root)
-    from medgan.data import phantoms
+    from medgan.data.phantoms import dataset_root
 
-    return phantoms.ensure("brain", **params.data.phantom.to_dict())
+    return dataset_root(params.data, "brain")
 
 
 def load_data(params: Params) -> BrainData:

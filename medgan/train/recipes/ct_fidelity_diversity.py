@@ -38,11 +38,9 @@ NOTEBOOK = "02_ct_fidelity_diversity"
 # --- data ---------------------------------------------------------------------------------
 def data_root(P: Params) -> Path:
     """The real dataset (``data.root``) or the chest CT phantom generated from ``data.phantom``."""
-    if P.data.root:
-        return Path(P.data.root)
-    from medgan.data import phantoms
+    from medgan.data.phantoms import dataset_root
 
-    return phantoms.ensure("chest_ct", **P.data.phantom.to_dict())
+    return dataset_root(P.data, "chest_ct")
 
 
 @dataclass

@@ -42,11 +42,9 @@ NORMAL = "Normal"
 # --- data ---------------------------------------------------------------------------------
 def data_root(P: Params) -> Path:
     """The real dataset (``data.root``) or the CXR phantom generated from ``data.phantom``."""
-    if P.data.root:
-        return Path(P.data.root)
-    from medgan.data import phantoms
+    from medgan.data.phantoms import dataset_root
 
-    return phantoms.ensure("cxr", **P.data.phantom.to_dict())
+    return dataset_root(P.data, "cxr")
 
 
 @dataclass

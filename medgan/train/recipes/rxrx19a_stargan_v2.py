@@ -14,11 +14,9 @@ NOTEBOOK = "01_rxrx19a_stargan_v2"
 
 def data_root(params: Params):
     """The RxRx19a folder: ``data.root``, else the cell phantom generated from ``data.phantom``."""
-    if params.data.root:
-        return params.data.root
-    from medgan.data.phantoms import ensure
+    from medgan.data.phantoms import dataset_root
 
-    return ensure("cells", **params.data.phantom.to_dict())
+    return dataset_root(params.data, "cells")
 
 
 def load_split(params: Params, split: str | None, *, with_truth: bool = False):
