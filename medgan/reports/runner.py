@@ -99,6 +99,15 @@ def export_html(nb: nbformat.NotebookNode) -> str:
     return body.replace("<main>", "<main>\n" + toc, 1) if toc else body
 
 
+def _strip_progress_widgets(nb: nbformat.NotebookNode) -> None:
+    """Drop widget outputs (tqdm.auto's notebook progress bars): live state a static report cannot show."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.get("outputs", [])
+                            if "application/vnd.jupyter.widget-view+json" not in o.get("data", {})]
+
+
 def _card_cell(card: Mapping[str, Any]) -> nbformat.NotebookNode:
     cell = nbformat.v4.new_markdown_cell(run_card_html(dict(card)))
     cell.metadata["medgan_run_card"] = True
@@ -149,6 +158,7 @@ def render_notebook(notebook: Path, *, profile: str = "default", overrides: Mapp
     try:
         if error is None:
             nb = nbformat.read(executed, as_version=4)
+            _strip_progress_widgets(nb)
             card = json.loads(card_path.read_text()) if card_path.exists() else {
                 "notebook": name, "profile": profile, **environment_info()}
             card["wall time (s)"] = round(wall, 1)
@@ -162,6 +172,7 @@ def render_notebook(notebook: Path, *, profile: str = "default", overrides: Mapp
         else:
             if executed.exists():  # the partly executed notebook, to see where it broke
                 nb = nbformat.read(executed, as_version=4)
+                _strip_progress_widgets(nb)
                 atomic.write_text(reports_dir / f"{name}.failed.html", export_html(nb))
             record = ReportRecord(name, "failed", profile, date, commit, round(wall, 1),
                                   report=f"{name}.failed.html" if executed.exists() else None, error=error)

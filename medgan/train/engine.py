@@ -224,7 +224,8 @@ def train(step: TrainingStep, dataset: Dataset, *, run_dir: str | Path, total_st
 
     t0 = time.time()
     current = start
-    bar = tqdm(total=total_steps, initial=start, desc=desc, disable=not (progress and dist_info.is_main),
+    quiet = os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true")  # set by the report runner
+    bar = tqdm(total=total_steps, initial=start, desc=desc, disable=quiet or not (progress and dist_info.is_main),
                dynamic_ncols=True)
     window = state.get("log_window", {}) if state is not None else {}
     sums: dict[str, float] = dict(window.get("sums", {}))

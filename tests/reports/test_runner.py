@@ -82,3 +82,18 @@ def test_unknown_override_fails_before_running(project):
     with pytest.raises(ParamsError, match="unknown parameter 'valu'"):
         render_notebook(nb, overrides={"valu": 1}, progress=False)
     assert not (project / "reports" / "tiny.html").exists()
+
+
+def test_progress_widgets_are_dropped_from_reports():
+    from medgan.reports.runner import _strip_progress_widgets
+
+    widget = nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": {"model_id": "x", "version_major": 2, "version_minor": 0},
+        "text/plain": "HBox()"})
+    text = nbformat.v4.new_output("stream", name="stdout", text="kept")
+    cell = nbformat.v4.new_code_cell("pass")
+    cell.outputs = [widget, text]
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    nb.metadata["widgets"] = {"state": {}}
+    _strip_progress_widgets(nb)
+    assert cell.outputs == [text] and "widgets" not in nb.metadata
