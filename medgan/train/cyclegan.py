@@ -114,6 +114,19 @@ def linear_decay_factor(progress: float, *, decay_start: float = 0.5) -> float:
     return max(0.0, 1.0 - (progress - decay_start) / max(1e-12, 1.0 - decay_start))
 
 
+def apply_linear_decay(optimizers: Mapping[str, torch.optim.Optimizer], base_lr: float, progress: float, *,
+                       decay_start: float = 0.5) -> float:
+    """Set every optimizer's learning rate to ``base_lr * linear_decay_factor(progress)``; returns it.
+
+    Computed from the engine's progress each step (not a stateful scheduler), so resume is exact.
+    """
+    lr = base_lr * linear_decay_factor(progress, decay_start=decay_start)
+    for opt in optimizers.values():
+        for group in opt.param_groups:
+            group["lr"] = lr
+    return lr
+
+
 @torch.no_grad()
 def translate(generator: nn.Module, images: torch.Tensor, *, batch_size: int = 32,
               device: torch.device | str | None = None) -> torch.Tensor:
@@ -164,11 +177,7 @@ class CycleGANStep(TrainingStep):
         self.sample_inputs = sample_inputs
 
     def _set_lr(self, progress: float) -> float:
-        lr = self.lr * linear_decay_factor(progress, decay_start=self.decay_start)
-        for opt in self.optimizers.values():
-            for group in opt.param_groups:
-                group["lr"] = lr
-        return lr
+        return apply_linear_decay(self.optimizers, self.lr, progress, decay_start=self.decay_start)
 
     def train_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, float]:
         G_AB, G_BA, D_A, D_B = (self.nets[k] for k in ("G_AB", "G_BA", "D_A", "D_B"))

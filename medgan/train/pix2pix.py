@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from medgan import losses
-from medgan.train.cyclegan import linear_decay_factor
+from medgan.train.cyclegan import apply_linear_decay, linear_decay_factor
 from medgan.train.step import StepContext, TrainingStep, set_requires_grad
 
 
@@ -35,11 +35,7 @@ class Pix2PixStep(TrainingStep):
         self.sample_inputs = sample_inputs
 
     def _set_lr(self, progress: float) -> float:
-        lr = self.lr * linear_decay_factor(progress, decay_start=self.decay_start)
-        for opt in self.optimizers.values():
-            for group in opt.param_groups:
-                group["lr"] = lr
-        return lr
+        return apply_linear_decay(self.optimizers, self.lr, progress, decay_start=self.decay_start)
 
     def train_step(self, batch: Mapping[str, Any], ctx: StepContext) -> dict[str, float]:
         G, D = self.nets["G"], self.nets["D"]
