@@ -34,6 +34,7 @@ from medgan.models.blocks import count_parameters  # noqa: F401  (re-exported)
 __all__ = [
     "EqualizedConv2d", "EqualizedLinear", "PixelNorm", "MinibatchStdDev", "Generator", "Discriminator",
     "PGGANConfig", "build_pggan", "pggan_channels", "count_parameters", "full_resolution", "FullResolutionGenerator",
+    "CriticFeatures",
 ]
 
 
@@ -228,6 +229,20 @@ class Discriminator(_Growing):
         return F.avg_pool2d(x, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.mbstd(self._trunk(x))
+        h = _lrelu(self.final_conv(h))
+        h = _lrelu(self.final_dense(h.flatten(1)))
+        return self.out(h).squeeze(1)
+
+    def hidden_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The 4x4 feature maps before the minibatch-stddev layer, flattened: (B, nf[0] * 16).
+
+        AnoGAN's feature-matching term uses an intermediate critic layer; this is the deepest one
+        that sees each image alone (minibatch stddev mixes the batch).
+        """
+        return self._trunk(x).flatten(1)
+
+    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
         depth, alpha = int(self.depth), float(self.alpha)
         res = 4 * 2 ** depth
         if x.shape[-1] != res:
@@ -242,10 +257,7 @@ class Discriminator(_Growing):
                 h = torch.lerp(low, h, alpha)
         for d in range(depth - 1, 0, -1):
             h = self._block(d, h)
-        h = self.mbstd(h)
-        h = _lrelu(self.final_conv(h))
-        h = _lrelu(self.final_dense(h.flatten(1)))
-        return self.out(h).squeeze(1)
+        return h
 
 
 @dataclass
@@ -305,3 +317,16 @@ class FullResolutionGenerator(nn.Module):
 def full_resolution(generator: Generator) -> FullResolutionGenerator:
     """The final full-resolution generator for evaluation (use the EMA copy ``nets["G_ema"]``)."""
     return FullResolutionGenerator(generator).eval()
+
+
+class CriticFeatures(nn.Module):
+    """A critic's :meth:`Discriminator.hidden_features` as a module of its own, at full resolution,
+    so that callers can freeze it and switch it to eval like any network (AnoGAN's feature term)."""
+
+    def __init__(self, discriminator: Discriminator):
+        super().__init__()
+        self.discriminator = discriminator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.discriminator.set_growth(self.discriminator.max_depth, 1.0)
+        return self.discriminator.hidden_features(x)

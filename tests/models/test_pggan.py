@@ -125,3 +125,17 @@ def test_growth_state_is_saved_with_the_weights():
     other = small()["G"]
     other.load_state_dict(G.state_dict())
     assert other.current_resolution == 8 and float(other.alpha) == pytest.approx(0.25)
+
+
+def test_critic_hidden_features_see_each_image_alone():
+    from medgan.models.pggan import CriticFeatures
+
+    D = small(resolution=16)["D"]
+    D.set_growth(0, 1.0)  # CriticFeatures must grow it to full resolution itself
+    features = CriticFeatures(D)
+    x = torch.randn(4, 1, 16, 16)
+    out = features(x)
+    assert out.shape == (4, D.features[0] * 16) and D.current_resolution == 16
+    # Unlike D(x) (minibatch stddev mixes the batch), an image's features do not depend on its companions.
+    torch.testing.assert_close(features(x[:1]), out[:1])
+    assert not torch.allclose(D(x)[:1], D(torch.cat([x[:1], 3 * x[1:]]))[:1])

@@ -58,3 +58,14 @@ def test_anomaly_queries(tiny):
     normal = np.array(q.findings) == "normal"
     assert q.masks[normal].sum() == 0 and all(m.sum() > 0 for m in q.masks[~normal])
     assert q.normal_val.shape[1:] == q.images.shape[1:] and q.normal_mean.shape == (1, *q.images.shape[1:])
+
+
+def test_paper_profile_builds_the_thesis_pggans_and_normal_only_overrides_reach_the_model():
+    paper = load_params("05_cxr_pggan", "paper")
+    for normal_only in (False, True):
+        config = recipe.pggan_config(paper, normal_only=normal_only)
+        assert (config.resolution, config.z_dim, config.width) == (1024, 512, 1.0)
+        assert recipe.pggan_settings(paper, normal_only=normal_only).ema_decay == 0.999
+    default = load_params("05_cxr_pggan", "default", {"pggan_normal.width": 0.25})
+    assert recipe.pggan_config(default, normal_only=True).width == 0.25
+    assert recipe.pggan_config(default).width == default.pggan.width != 0.25
