@@ -106,6 +106,9 @@ def test_evaluate_anomaly_detection_beats_the_mean_image_on_a_toy_generator():
     from medgan.metrics.roc import delong_test
     expected = delong_test(labels, ev.scores["AnoGAN (PGGAN inversion)"], ev.scores["mean normal image (baseline)"])[2]
     assert base["DeLong p vs AnoGAN"] == pytest.approx(expected)
+    test = ev.localisation_test
+    assert test.loc["pixel AUROC", "AnoGAN (PGGAN inversion)"] == pytest.approx(ano["pixel AUROC"])
+    assert test.loc["Dice", "mean normal image (baseline)"] == pytest.approx(base["Dice"])
 
 
 def test_smoothing_cancels_alternating_noise_but_keeps_a_lesion():
@@ -125,3 +128,20 @@ def test_smoothing_cancels_alternating_noise_but_keeps_a_lesion():
     assert anomaly_scores(residual, sigma=1.0)[1] > 5 * anomaly_scores(residual, sigma=1.0)[0]
     with pytest.raises(ValueError, match="sigma"):
         smooth_residual(residual, -1.0)
+
+
+def test_compare_localisation_paired_bootstrap():
+    from medgan.analysis.anogan import compare_localisation
+
+    rng = np.random.default_rng(0)
+    masks = np.zeros((30, 1, 12, 12)); masks[:, 0, 4:8, 4:8] = 1
+    good = masks[:, 0] + 0.3 * rng.random((30, 12, 12))      # lesion clearly above the rest
+    poor = masks[:, 0] * 0.2 + 0.3 * rng.random((30, 12, 12))  # lesion buried in noise
+    table = compare_localisation(good, poor, masks, thresholds=(0.5, 0.5), n_boot=100)
+    for metric in ("pixel AUROC", "Dice"):
+        row = table.loc[metric]
+        assert row["a - b"] == pytest.approx(row["a"] - row["b"]) and row["low"] > 0 and row["low"] <= row["a - b"] <= row["high"]
+    assert table.loc["pixel AUROC", "a"] == pytest.approx(localisation(good, masks, threshold=0.5)["pixel_auroc"])
+    # The same map against itself: no difference, a CI of exactly zero.
+    same = compare_localisation(good, good, masks, thresholds=(0.5, 0.5), n_boot=50)
+    assert (same[["a - b", "low", "high"]].abs().to_numpy() < 1e-12).all()
