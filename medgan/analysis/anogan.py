@@ -34,7 +34,7 @@ from medgan.metrics.roc import auroc, delong_test
 
 __all__ = ["InversionResult", "invert", "smooth_residual", "anomaly_maps", "anomaly_scores", "threshold_at_specificity",
            "detection_table", "localisation", "compare_localisation", "dice", "mean_image_residual", "AnomalyEvaluation",
-           "evaluate_anomaly_detection", "PAPER_TABLE6", "PAPER_SUPERVISED"]
+           "evaluate_anomaly_detection", "ANOGAN", "BASELINE", "PAPER_TABLE6", "PAPER_SUPERVISED"]
 
 
 @dataclass
@@ -165,7 +165,8 @@ def anomaly_maps(residual: Any, *, sigma: float = 0.0) -> np.ndarray:
 def anomaly_scores(residual: Any, *, kind: str = "mse", sigma: float = 0.0) -> np.ndarray:
     """One score per image from the (optionally smoothed) residual: ``"mse"`` (the thesis' mean squared
     residual) or ``"top1pct"`` (mean of the largest 1% |residual|, for small lesions)."""
-    flat = smooth_residual(residual, sigma).reshape(len(_as_residual(residual)), -1)
+    smoothed = smooth_residual(residual, sigma)
+    flat = smoothed.reshape(len(smoothed), -1)
     if kind == "mse":
         return (flat ** 2).mean(1)
     if kind == "top1pct":
@@ -236,19 +237,25 @@ def localisation(maps: Any, masks: Any, *, threshold: float) -> dict[str, float]
     the 99th percentile of their pixel values, never on the masks).
     Returns pixel AUROC (all pixels of all images pooled), mean per-image Dice, and the threshold.
     """
-    m = np.asarray(maps, dtype=np.float64)
+    (m,), k = _lesion_images([maps], masks)
+    dices = [dice(mi >= threshold, ki) for mi, ki in zip(m, k)]
+    return {"pixel_auroc": auroc(k.ravel().astype(int), m.ravel()), "dice": float(np.mean(dices)),
+            "dice_sd": float(np.std(dices)), "threshold": float(threshold), "n_images": len(k)}
+
+
+def _lesion_images(maps: Sequence[Any], masks: Any) -> tuple[list[np.ndarray], np.ndarray]:
+    """The maps and boolean masks (N', H, W) of the images whose mask has a lesion pixel."""
     k = np.asarray(masks, dtype=np.float64)
     if k.ndim == 4:
         k = k.max(1)
-    if m.shape != k.shape:
-        raise ValueError(f"maps {m.shape} and masks {k.shape} differ in shape")
+    out = [np.asarray(m, dtype=np.float64) for m in maps]
+    for m in out:
+        if m.shape != k.shape:
+            raise ValueError(f"maps {m.shape} and masks {k.shape} differ in shape")
     has_lesion = k.reshape(len(k), -1).max(1) > 0
     if not has_lesion.any():
         raise ValueError("no mask has a lesion pixel; localisation needs abnormal images with masks")
-    m, k = m[has_lesion], k[has_lesion] > 0.5
-    dices = [dice(mi >= threshold, ki) for mi, ki in zip(m, k)]
-    return {"pixel_auroc": auroc(k.ravel().astype(int), m.ravel()), "dice": float(np.mean(dices)),
-            "dice_sd": float(np.std(dices)), "threshold": float(threshold), "n_images": int(has_lesion.sum())}
+    return [m[has_lesion] for m in out], k[has_lesion] > 0.5
 
 
 def compare_localisation(maps_a: Any, maps_b: Any, masks: Any, *, thresholds: tuple[float, float],
@@ -260,12 +267,7 @@ def compare_localisation(maps_a: Any, maps_b: Any, masks: Any, *, thresholds: tu
     map's own ``thresholds``). Rows "pixel AUROC" and "Dice"; columns a, b, a - b and the 95%
     percentile CI of a - b.
     """
-    k = np.asarray(masks, dtype=np.float64)
-    k = k.max(1) if k.ndim == 4 else k
-    keep = k.reshape(len(k), -1).max(1) > 0
-    if not keep.any():
-        raise ValueError("no mask has a lesion pixel; localisation needs abnormal images with masks")
-    a, b, k = np.asarray(maps_a, np.float64)[keep], np.asarray(maps_b, np.float64)[keep], k[keep] > 0.5
+    (a, b), k = _lesion_images([maps_a, maps_b], masks)
     dice_a = np.array([dice(m >= thresholds[0], t) for m, t in zip(a, k)])
     dice_b = np.array([dice(m >= thresholds[1], t) for m, t in zip(b, k)])
 
@@ -349,8 +351,8 @@ def evaluate_anomaly_detection(G: Callable[[torch.Tensor], torch.Tensor], *, nor
     val_inv = invert(G, normal_val, **invert_options)
     test_inv = invert(G, queries, **invert_options)
     residuals = {ANOGAN: (val_inv.residual, test_inv.residual, test_inv.seconds_per_query),
-                 BASELINE: (mean_image_residual(normal_val, normal_train),
-                                                  mean_image_residual(queries, normal_train), 0.0)}
+                 BASELINE: (mean_image_residual(normal_val, normal_train), mean_image_residual(queries, normal_train),
+                            0.0)}
     summary, tables, thresholds, scores, maps, pixel_thresholds = [], {}, {}, {}, {}, {}
     for name, (val_res, test_res, secs) in residuals.items():
         val_scores = anomaly_scores(val_res, kind=score_kind, sigma=sigma)

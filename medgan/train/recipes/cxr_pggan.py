@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from medgan.analysis.anogan import ANOGAN, BASELINE
 from medgan.config import Params, runs_dir
 from medgan.data.base import ItemListDataset, subject_key
 from medgan.data.chest_xray import ChestXray
@@ -547,7 +548,7 @@ def supervised_scores(model, queries: AnomalyQueries) -> tuple[tuple[np.ndarray,
     return (val, test), (time.perf_counter() - t0) / len(queries.images)
 
 
-def table6_comparison(evaluation, *, method: str = "AnoGAN (PGGAN inversion)") -> pd.DataFrame:
+def table6_comparison(evaluation, *, method: str = ANOGAN) -> pd.DataFrame:
     """The thesis's Table 6 beside ours (per finding detected / n and rate)."""
     from medgan.analysis.anogan import PAPER_SUPERVISED, PAPER_TABLE6
 
@@ -576,8 +577,8 @@ def anomaly_examples(evaluation, queries: AnomalyQueries, *, per_finding: int = 
             seen[name] = seen.get(name, 0) + 1
     inv = evaluation.inversion
     return dict(queries=queries.images[picked], reconstructions=inv.reconstruction[picked],
-                maps=evaluation.maps["AnoGAN (PGGAN inversion)"][picked],
-                baseline_maps=evaluation.maps["mean normal image (baseline)"][picked],
+                maps=evaluation.maps[ANOGAN][picked],
+                baseline_maps=evaluation.maps[BASELINE][picked],
                 masks=None if queries.masks is None else queries.masks[picked],
                 titles=[queries.findings[i] for i in picked])
 
@@ -613,7 +614,7 @@ def claims_table(three, axes_summary: pd.DataFrame, severity_available: bool, ev
         rows.append({"claim": "(b) latent disease axes exist", "thesis": "3 of 5 findings",
                      "ours": "no finding had enough single-finding images", "supported": False})
     s = evaluation.summary
-    ano, base = s.loc["AnoGAN (PGGAN inversion)"], s.loc["mean normal image (baseline)"]
+    ano, base = s.loc[ANOGAN], s.loc[BASELINE]
     d = evaluation.detection
     rows += [
         {"claim": "(c) AnoGAN separates abnormal from normal CXRs without labels",
@@ -633,7 +634,7 @@ def claims_table(three, axes_summary: pd.DataFrame, severity_available: bool, ev
                      "supported": bool(t["low"] > 0)})
     sup = "supervised multi-label classifier"
     if sup in d.columns.get_level_values(0) and "untrained findings" in d.index:
-        a_rate = d.loc["untrained findings", ("AnoGAN (PGGAN inversion)", "rate")]
+        a_rate = d.loc["untrained findings", (ANOGAN, "rate")]
         s_rate = d.loc["untrained findings", (sup, "rate")]
         rows.append({"claim": "(c) AnoGAN detects findings the supervised CNN was never trained on better than it",
                      "thesis": "untrained: CNN 14/60 (23%); AnoGAN 90% overall",
