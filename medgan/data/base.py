@@ -109,6 +109,27 @@ class ItemListDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def fingerprint(self) -> str:
+        """Content hash of the decoded records (arrays by bytes; labels, subjects, meta by value).
+
+        The engine's dataset identity; computed once, as the records do not change.
+        """
+        if getattr(self, "_fingerprint", None) is None:
+            h = hashlib.sha256()
+            transform = self.transform
+            h.update(f"transform={getattr(transform, '__qualname__', type(transform).__name__)}".encode())
+            for record in self.records:
+                for key in sorted(record):
+                    value = record[key]
+                    h.update(key.encode())
+                    if isinstance(value, np.ndarray):
+                        h.update(f"{value.dtype}{value.shape}".encode())
+                        h.update(np.ascontiguousarray(value).reshape(-1).view(np.uint8).data)
+                    else:
+                        h.update(repr(value).encode())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
     @property
     def subjects(self) -> list[str]:
         """Sorted distinct subject keys present in this dataset."""

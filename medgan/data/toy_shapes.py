@@ -20,6 +20,7 @@ class ToyShapes(Dataset):
     """
 
     def __init__(self, n: int = 512, *, size: int = 32, seed: int = 0):
+        self._fingerprint = f"toy_shapes(n={n}, size={size}, seed={seed})"
         g = torch.Generator().manual_seed(seed)
         yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
                                 indexing="ij")
@@ -37,6 +38,10 @@ class ToyShapes(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def fingerprint(self) -> str:
+        """The set is a function of its arguments (the engine's dataset identity)."""
+        return self._fingerprint
 
     def __getitem__(self, i: int) -> dict:
         return {"image": self.images[i], "label": int(self.labels[i]), "subject": f"toy{i:05d}",

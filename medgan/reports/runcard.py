@@ -7,11 +7,16 @@ import json
 import os
 from typing import Any
 
+from IPython.display import HTML, display
+
 from medgan import atomic
 from medgan.config import Run
+from medgan.reports import results
 
-# The report runner sets this; finish() writes the card there so the runner can open the report with it.
+# The report runner sets these; finish() writes the card and the results there, so the runner can
+# open the report with the card and write reports/<notebook>.json.
 CARD_ENV = "MEDGAN_REPORT_CARD"
+RESULTS_ENV = "MEDGAN_REPORT_RESULTS"
 
 
 def _rows(card: dict[str, Any]) -> str:
@@ -42,10 +47,9 @@ def show_run_card(run: Run) -> None:
     """Show the run card at the top of a notebook.
 
     Under the report runner the full card (with wall time) opens the report instead, so only a
-    pointer is shown here.
+    pointer is shown here. It also starts the run's results record (:mod:`medgan.reports.results`).
     """
-    from IPython.display import HTML, display
-
+    results.begin()
     if os.environ.get(CARD_ENV):
         display(HTML(f"<p><i>Profile <b>{html.escape(run.profile)}</b>; {html.escape(run.data_source)}. "
                      "The full run card opens this report.</i></p>"))
@@ -54,16 +58,17 @@ def show_run_card(run: Run) -> None:
 
 
 def finish(run: Run) -> None:
-    """Close a run: write ``summary.json`` (the run card with wall time) to the run folder and show the time."""
+    """Close a run: write ``summary.json`` (the run card with wall time) and ``results.json`` (every
+    table, claim and headline shown) to the run folder, and show the time."""
     card = run.card()
-    atomic.write_text(run.dir / "summary.json", json.dumps(card, indent=2, default=str))
-    target = os.environ.get(CARD_ENV)
-    if target:
-        atomic.write_text(target, json.dumps(card, indent=2, default=str))
-    try:
-        from IPython.display import HTML, display
-
-        display(HTML(f"<p><b>Done.</b> Wall time {card['wall time (s)']:.1f} s "
-                     f"({card['wall time (s)'] / 60:.1f} min) on {html.escape(card['device'])}.</p>"))
-    except ImportError:
-        print(f"done in {card['wall time (s)']:.1f} s")
+    record = {"notebook": run.notebook, "profile": run.profile, "data source": run.data_source,
+              **results.current().to_dict(), "run card": card}
+    card_json = json.dumps(card, indent=2, default=str)
+    record_json = json.dumps(record, indent=1, default=str, allow_nan=False)
+    atomic.write_text(run.dir / "summary.json", card_json)
+    atomic.write_text(run.dir / "results.json", record_json)
+    for env, text in ((CARD_ENV, card_json), (RESULTS_ENV, record_json)):
+        if os.environ.get(env):
+            atomic.write_text(os.environ[env], text)
+    display(HTML(f"<p><b>Done.</b> Wall time {card['wall time (s)']:.1f} s "
+                 f"({card['wall time (s)'] / 60:.1f} min) on {html.escape(card['device'])}.</p>"))

@@ -1,9 +1,13 @@
 """Execute study notebooks with papermill and render them into self-contained HTML reports.
 
-A report replaces ``reports/<notebook>.html`` only when its notebook ran to the end; a failing
-notebook leaves the previous report untouched, is rendered to ``reports/<notebook>.failed.html``
-for debugging, and makes the runner exit non-zero naming the notebook, the cell and the error.
-``reports/index.html`` lists every notebook with status, profile, date, commit and wall time.
+A run that reaches the end writes, beside each other, ``reports/<notebook>.html`` (the report),
+``reports/<notebook>.ipynb`` (the executed notebook, to open in JupyterLab) and
+``reports/<notebook>.json`` (every table, claim and headline number, and the run card). A failing
+notebook leaves all three untouched, is rendered to ``reports/<notebook>.failed.html`` for
+debugging, and makes the runner exit non-zero naming the notebook, the cell and the error.
+``reports/index.html`` lists every study with status, profile, data source, wall time, its
+headline numbers beside the paper's and "claims supported k / n"; a notebook that keeps failing
+keeps its last good row.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import nbformat
+import papermill as pm
 import yaml
+from nbconvert import HTMLExporter
 
 from medgan import atomic
 from medgan.config import environment_info, git_commit, load_params, repo_root
-from medgan.reports.runcard import CARD_ENV, run_card_html
+from medgan.reports.runcard import CARD_ENV, RESULTS_ENV, run_card_html
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -40,6 +46,10 @@ class ReportRecord:
     wall_time_s: float
     report: str | None = None  # file name inside reports/
     error: str | None = None
+    data_source: str | None = None
+    headlines: list[dict[str, Any]] | None = None  # from reports/<notebook>.json
+    claims_supported: int | None = None
+    claims_total: int | None = None
 
 
 def notebooks_dir() -> Path:
@@ -90,8 +100,6 @@ def _heading_toc(body: str) -> str:
 
 def export_html(nb: nbformat.NotebookNode) -> str:
     """Notebook -> self-contained HTML (figures embedded, code folded, no external scripts, TOC)."""
-    from nbconvert import HTMLExporter
-
     exporter = HTMLExporter(template_name="medgan", extra_template_basedirs=[str(TEMPLATES)])
     exporter.embed_images = True
     body, _ = exporter.from_notebook_node(nb)
@@ -118,8 +126,6 @@ def render_notebook(notebook: Path, *, profile: str = "default", overrides: Mapp
                     data_root: str | None = None, reports_dir: Path | None = None,
                     progress: bool = True, cell_timeout_s: int | None = None) -> ReportRecord:
     """Execute one notebook with ``params/<notebook>/<profile>.yaml`` and render its report."""
-    import papermill as pm
-
     reports_dir = Path(reports_dir or repo_root() / "reports")
     reports_dir.mkdir(parents=True, exist_ok=True)
     name = notebook.stem
@@ -128,15 +134,15 @@ def render_notebook(notebook: Path, *, profile: str = "default", overrides: Mapp
     tmp = reports_dir / f"_tmp-{name}-{os.getpid()}"
     tmp.mkdir(parents=True, exist_ok=True)
     card_path = tmp / "card.json"
+    results_path = tmp / "results.json"
     executed = tmp / f"{name}.ipynb"
     started = time.time()
     date = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     commit = git_commit()
-    previous = os.environ.get(CARD_ENV)
-    os.environ[CARD_ENV] = str(card_path)
     # Progress bars are for people at a notebook; in a rendered report they are pages of noise.
-    previous_tqdm = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
+    settings = {CARD_ENV: str(card_path), RESULTS_ENV: str(results_path), "TQDM_DISABLE": "1"}
+    previous = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
     error = None
     try:
         pm.execute_notebook(str(notebook), str(executed), parameters={
@@ -149,7 +155,7 @@ def render_notebook(notebook: Path, *, profile: str = "default", overrides: Mapp
     except Exception as exc:  # kernel died, timeout, missing kernel: still a failed notebook
         error = f"{name}: {type(exc).__name__}: {exc}"
     finally:
-        for key, value in ((CARD_ENV, previous), ("TQDM_DISABLE", previous_tqdm)):
+        for key, value in previous.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
@@ -166,9 +172,18 @@ def render_notebook(notebook: Path, *, profile: str = "default", overrides: Mapp
             first = nb.cells[0] if nb.cells else None
             titled = first is not None and first.cell_type == "markdown" and first.source.lstrip().startswith("# ")
             nb.cells.insert(1 if titled else 0, _card_cell(card))
-            atomic.write_text(reports_dir / f"{name}.html", export_html(nb))
+            results = json.loads(results_path.read_text()) if results_path.exists() else {}
+            results["run card"] = card
+            # HTML and JSON render before anything is replaced, so a failure here keeps the old report.
+            page = export_html(nb)
+            atomic.write_text(reports_dir / f"{name}.json", json.dumps(results, indent=1, default=str))
+            atomic.write_text(reports_dir / f"{name}.ipynb", nbformat.writes(nb))
+            atomic.write_text(reports_dir / f"{name}.html", page)
             (reports_dir / f"{name}.failed.html").unlink(missing_ok=True)
-            record = ReportRecord(name, "ok", profile, date, commit, round(wall, 1), report=f"{name}.html")
+            record = ReportRecord(name, "ok", profile, date, commit, round(wall, 1), report=f"{name}.html",
+                                  data_source=results.get("data source"), headlines=results.get("headlines", []),
+                                  claims_supported=results.get("claims_supported"),
+                                  claims_total=results.get("claims_total"))
         else:
             if executed.exists():  # the partly executed notebook, to see where it broke
                 nb = nbformat.read(executed, as_version=4)
@@ -196,14 +211,31 @@ def update_index(record: ReportRecord, reports_dir: Path) -> None:
     """Record one run in ``index.json`` and rewrite ``index.html``."""
     index = _load_index(reports_dir)
     entry = asdict(record)
-    if record.status == "failed" and record.notebook in index and index[record.notebook].get("status") == "ok":
-        # Keep pointing at the last good report, and say the latest attempt failed.
-        good = index[record.notebook]
+    previous = index.get(record.notebook) or {}
+    good = previous if previous.get("status") == "ok" else previous.get("last_good")
+    if record.status == "failed" and good:
+        # Keep pointing at the last good report (however many failures follow), and say the latest failed.
         entry = {**good, "status": "failed (previous report kept)", "error": record.error,
-                 "failed_report": record.report, "date": record.date}
+                 "failed_report": record.report, "failed_date": record.date, "last_good": good}
     index[record.notebook] = entry
     atomic.write_text(reports_dir / "index.json", json.dumps(index, indent=2))
     atomic.write_text(reports_dir / "index.html", index_html(index))
+
+
+def _headlines_html(entry: Mapping[str, Any]) -> str:
+    items = []
+    for h in entry.get("headlines") or []:
+        ours, paper = _number(h.get("ours")), _number(h.get("paper"))
+        note = f" <span class='note'>({html.escape(h['note'])})</span>" if h.get("note") else ""
+        items.append(f"<li>{html.escape(str(h.get('label')))}: <b>{ours}</b>"
+                     f"{f' · paper {paper}' if h.get('paper') is not None else ''}{note}</li>")
+    return f"<ul>{''.join(items)}</ul>" if items else "—"
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return html.escape(f"{value:.3g}")
+    return html.escape("—" if value is None else str(value))
 
 
 def index_html(index: Mapping[str, Mapping[str, Any]]) -> str:
@@ -215,27 +247,37 @@ def index_html(index: Mapping[str, Mapping[str, Any]]) -> str:
         colour = "#1a7f37" if status == "ok" else ("#888" if status == "not run" else "#c62828")
         link = (f'<a href="{html.escape(e["report"])}">{html.escape(name)}</a>' if e.get("report")
                 else html.escape(name))
-        failed = (f' · <a href="{html.escape(e["failed_report"])}">failed run</a>' if e.get("failed_report") else "")
+        extra = "".join(f' · <a href="{html.escape(e[k])}">{label}</a>' for k, label in
+                        (("failed_report", "failed run"),) if e.get(k))
+        if e.get("status") and e.get("report", "").endswith(".html") and not e["report"].endswith(".failed.html"):
+            stem = e["report"][:-len(".html")]
+            extra += f' · <a href="{html.escape(stem)}.json">json</a> · <a href="{html.escape(stem)}.ipynb">notebook</a>'
         err = f'<div class="err">{html.escape(e["error"])}</div>' if e.get("error") else ""
         wall = f'{e["wall_time_s"]:.0f} s' if isinstance(e.get("wall_time_s"), (int, float)) else "—"
+        claims = (f'{e["claims_supported"]} / {e["claims_total"]}' if e.get("claims_total") else "—")
         rows.append(
-            f"<tr><td>{link}{failed}{err}</td><td style='color:{colour}'><b>{html.escape(status)}</b></td>"
-            f"<td>{html.escape(str(e.get('profile', '—')))}</td><td>{html.escape(str(e.get('date', '—')))}</td>"
-            f"<td><code>{html.escape(str(e.get('commit', '—')))}</code></td><td>{wall}</td></tr>")
+            f"<tr><td>{link}{extra}{err}</td><td style='color:{colour}'><b>{html.escape(status)}</b></td>"
+            f"<td>{html.escape(str(e.get('profile', '—')))}</td><td>{html.escape(str(e.get('data_source') or '—'))}</td>"
+            f"<td>{wall}</td><td>{_headlines_html(e)}</td><td>{claims}</td>"
+            f"<td>{html.escape(str(e.get('date', '—')))}<br><code>{html.escape(str(e.get('commit', '—')))}</code></td></tr>")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>medgan reports</title>
 <style>
- body {{ font-family: sans-serif; max-width: 1000px; margin: 2em auto; color: #222; }}
+ body {{ font-family: sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }}
  table {{ border-collapse: collapse; width: 100%; }}
  th, td {{ text-align: left; padding: 6px 10px; border-bottom: 1px solid #e3e3e3; vertical-align: top; }}
+ td ul {{ margin: 0; padding-left: 1.1em; }}
+ .note {{ color: #666; font-size: 0.85em; }}
  .err {{ color: #c62828; font-size: 0.85em; font-family: monospace; white-space: pre-wrap; }}
 </style></head>
 <body>
 <h1>medgan reports</h1>
-<p>Each report is one study notebook executed end to end by
-<code>python -m medgan.reports run</code> (<code>make reproduce</code>).</p>
+<p>Each report is one study notebook executed end to end by <code>make reproduce</code>. Headline numbers
+are this run's beside the paper's (from the study's <code>paper.py</code>); the claims column counts the
+paper's claims this run supports. Each report's tables are also in <code>reports/&lt;notebook&gt;.json</code>.</p>
 <table>
-<tr><th>notebook</th><th>status</th><th>profile</th><th>date</th><th>commit</th><th>wall time</th></tr>
+<tr><th>study</th><th>status</th><th>profile</th><th>data</th><th>wall time</th><th>headline numbers (ours · paper)</th>
+<th>claims supported</th><th>date, commit</th></tr>
 {''.join(rows)}
 </table>
 </body></html>

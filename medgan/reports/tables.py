@@ -1,25 +1,10 @@
-"""Tables: displaying results, and the paper's numbers beside ours."""
+"""Generic tables: the paper's numbers beside ours, parameter counts."""
 
 from __future__ import annotations
 
-import html
-
 import pandas as pd
 
-
-def show_table(df: pd.DataFrame, caption: str | None = None, precision: int = 3) -> None:
-    """Render a DataFrame with a caption (HTML in notebooks, text elsewhere)."""
-    try:
-        from IPython.display import HTML, display
-    except ImportError:  # plain Python: print it
-        print(caption or "")
-        print(df.to_string())
-        return
-    styler = df.style.format(precision=precision, na_rep="—")
-    if caption:
-        styler = styler.set_caption(html.escape(caption))
-    styler = styler.set_table_attributes('class="medgan-table"')
-    display(HTML(styler.to_html()))
+from medgan.models.blocks import count_parameters
 
 
 def paper_vs_ours(ours: pd.DataFrame, paper: pd.DataFrame, *, note: str = "") -> pd.DataFrame:
@@ -43,7 +28,5 @@ def paper_vs_ours(ours: pd.DataFrame, paper: pd.DataFrame, *, note: str = "") ->
 
 def parameter_table(nets) -> pd.DataFrame:
     """Trainable parameters per network, in millions (``nets``: name -> nn.Module)."""
-    from medgan.models.blocks import count_parameters
-
     rows = {name: count_parameters(net) for name, net in nets.items()}
     return pd.DataFrame({"parameters": rows, "millions": {k: v / 1e6 for k, v in rows.items()}})

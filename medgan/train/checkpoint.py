@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
@@ -74,11 +75,33 @@ class CheckpointIO:
         files = [p for p in self.dir.iterdir() if _NAME.match(p.name)]
         return sorted(files, key=lambda p: int(_NAME.match(p.name).group(1)), reverse=True)
 
-    def save(self, state: dict[str, Any], step: int) -> Path:
+    @property
+    def _finals_file(self) -> Path:
+        return self.dir / "finished.json"
+
+    def finished_steps(self) -> list[int]:
+        """Steps at which a run in this folder finished; their checkpoints are never pruned."""
+        try:
+            return sorted(int(s) for s in json.loads(self._finals_file.read_text()))
+        except (FileNotFoundError, ValueError, TypeError):
+            return []
+
+    def save(self, state: dict[str, Any], step: int, *, final: bool = False) -> Path:
+        """Write ``step``'s checkpoint atomically; ``final`` marks the end of a run (kept for good),
+        so asking later for this many steps finds exactly this model."""
         path = atomic.torch_save({"format": FORMAT, "step": step, **state}, self.path(step))
-        for old in self.list()[self.keep:]:
-            old.unlink(missing_ok=True)
+        finals = set(self.finished_steps())
+        if final and step not in finals:
+            finals.add(step)
+            atomic.write_text(self._finals_file, json.dumps(sorted(finals)))
+        for old in self.list()[self.keep:]:  # the newest ``keep``, plus every run's final checkpoint
+            if int(_NAME.match(old.name).group(1)) not in finals:
+                old.unlink(missing_ok=True)
         return path
+
+    def steps(self) -> list[int]:
+        """Steps with a checkpoint file, newest first."""
+        return [int(_NAME.match(p.name).group(1)) for p in self.list()]
 
     @staticmethod
     def load(path: str | Path) -> dict[str, Any]:
@@ -92,12 +115,13 @@ class CheckpointIO:
             raise CheckpointError(f"{path}: not a medgan checkpoint (field 'format' is missing or not '{FORMAT}')")
         return state
 
-    def load_latest(self) -> dict[str, Any] | None:
-        """The newest readable checkpoint, skipping (and reporting) corrupt ones; ``None`` if there are none.
+    def load_latest(self, *, max_step: int | None = None) -> dict[str, Any] | None:
+        """The newest readable checkpoint (at or before ``max_step``), skipping (and reporting) corrupt
+        ones; ``None`` if there are none.
 
         A file that carries pickled code is never skipped silently: it raises ``UnsafeFileError``.
         """
-        files = self.list()
+        files = [p for p in self.list() if max_step is None or int(_NAME.match(p.name).group(1)) <= max_step]
         errors = []
         for path in files:
             try:

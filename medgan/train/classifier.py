@@ -78,6 +78,10 @@ class ClassifierStep(TrainingStep):
         self.pos_weight = None if pos_weight is None else torch.tensor(list(pos_weight), dtype=torch.float32)
 
     @property
+    def schedule_uses_total_steps(self) -> bool:
+        return self.lr_decay == "cosine"  # the cosine reads ctx.progress
+
+    @property
     def model(self) -> nn.Module:
         return self.nets["classifier"]
 

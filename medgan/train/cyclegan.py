@@ -176,6 +176,10 @@ class CycleGANStep(TrainingStep):
         self.pools = {"A": ImagePool(pool_size), "B": ImagePool(pool_size)}
         self.sample_inputs = sample_inputs
 
+    @property
+    def schedule_uses_total_steps(self) -> bool:
+        return self.decay_start < 1.0  # the decay reads ctx.progress
+
     def _set_lr(self, progress: float) -> float:
         return apply_linear_decay(self.optimizers, self.lr, progress, decay_start=self.decay_start)
 

@@ -67,6 +67,15 @@ def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
             dist.broadcast(tensor.data, src=src)
 
 
+def broadcast_object(value, src: int = 0):
+    """Rank ``src``'s copy of a picklable value, on every rank (the value itself on one process)."""
+    if not info().enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
 def average_gradients(optimizer: torch.optim.Optimizer) -> None:
     """All-reduce and average the gradients of every parameter ``optimizer`` updates.
 

@@ -8,6 +8,7 @@ sample grids, atomic checkpoints and bit-exact resume.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 from medgan import atomic
 from medgan.train import distributed
 from medgan.train.checkpoint import CheckpointIO, capture_rng, restore_rng
+from medgan.train.fingerprint import digest, run_fingerprint
 from medgan.train.step import StepContext, TrainingStep
 
 log = logging.getLogger(__name__)
@@ -143,7 +145,10 @@ def train(step: TrainingStep, dataset: Dataset, *, run_dir: str | Path, total_st
     Args:
         step: the model's training step (owns networks, optimizers, schedulers).
         dataset: items are dicts of tensors (see ``medgan.data``); batches arrive on the device.
-        run_dir: folder for ``log.jsonl``, ``samples/`` and ``checkpoints/``.
+        run_dir: the job's folder. The run itself lands in ``<run_dir>/<key>``, keyed by the
+            fingerprint (:mod:`medgan.train.fingerprint`), with ``log.jsonl``, ``samples/``,
+            ``checkpoints/`` and ``fingerprint.json``; ``TrainResult.run_dir`` names it. So two
+            settings keep two models, and switching back reuses the first.
         total_steps: iterations in the whole run (not in this call).
         batch_size: global batch; under torchrun each of N ranks gets ``batch_size // N``.
         seed: seeds data order, noise and the RNGs; resume restores their exact state.
@@ -155,15 +160,17 @@ def train(step: TrainingStep, dataset: Dataset, *, run_dir: str | Path, total_st
         sample_count: images per sample grid.
         checkpoint_every: iterations between checkpoints (0 = only at the end).
         keep_checkpoints: newest checkpoints kept on disk.
-        resume: continue from the newest checkpoint in ``run_dir`` when there is one.
-        fingerprint: JSON-able description of what is trained (model and data parameters).
-            A checkpoint with a different fingerprint is set aside instead of resumed.
+        resume: reuse the run's checkpoints. A checkpoint at exactly ``total_steps`` is loaded and
+            nothing trains; a shorter finished run is continued (its schedule does not depend on
+            the total, or the total would be in the key); a folder holding only longer runs is
+            never shortened: this length trains in ``<key>-<total>steps``.
+        fingerprint: anything a job adds to what the engine already fingerprints (seed, batch
+            size, precision, the step's configuration, the dataset's identity).
         num_workers: DataLoader worker processes.
         collate_fn: DataLoader collate function (default: torch's).
         progress: show a tqdm.auto progress bar (rank 0 only).
         desc: label of the progress bar.
     """
-    run_dir = Path(run_dir)
     dist_info = distributed.init()
     if batch_size % dist_info.world_size:
         raise ValueError(f"batch_size={batch_size} is not divisible by the {dist_info.world_size} processes")
@@ -173,15 +180,97 @@ def train(step: TrainingStep, dataset: Dataset, *, run_dir: str | Path, total_st
     dev = select_device(device, dist_info)
     if precision not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"precision must be fp32, bf16 or fp16, not {precision!r}")
-    fingerprint_json = json.dumps(fingerprint or {}, sort_keys=True, default=str)
+    # Rank 0's view names the run: the other ranks' initial weights are replaced by its own anyway.
+    identity = distributed.broadcast_object(run_fingerprint(step, dataset, seed=seed, batch_size=batch_size,
+                                                            precision=precision, total_steps=total_steps,
+                                                            extra=fingerprint))
+    fingerprint_json = json.dumps(identity, sort_keys=True, default=str)
+    run_dir = choose_run_dir(run_dir, identity, total_steps)
+    with RunLock(run_dir, enabled=dist_info.is_main):
+        return _train(step, dataset, run_dir=run_dir, identity=identity, fingerprint_json=fingerprint_json,
+                      dist_info=dist_info, dev=dev, per_rank_batch=per_rank_batch, total_steps=total_steps,
+                      seed=seed, deterministic=deterministic, precision=precision, log_every=log_every,
+                      sample_every=sample_every, sample_count=sample_count, checkpoint_every=checkpoint_every,
+                      keep_checkpoints=keep_checkpoints, resume=resume, num_workers=num_workers,
+                      collate_fn=collate_fn, progress=progress, desc=desc)
 
+
+def run_key(identity: Mapping[str, Any]) -> str:
+    """The run folder name for a fingerprint: 12 hex digits of its hash."""
+    return digest(identity)[:12]
+
+
+def choose_run_dir(job_dir: str | Path, identity: Mapping[str, Any], total_steps: int) -> Path:
+    """``<job_dir>/<key>`` unless it only holds runs longer than ``total_steps`` without a checkpoint
+    at exactly that step; then ``<job_dir>/<key>-<total>steps``, so a shorter request never gets
+    a longer-trained model and never disturbs the longer run."""
+    main = Path(job_dir) / run_key(identity)
+    steps = CheckpointIO(main).steps()
+    if not steps or total_steps in steps or steps[0] < total_steps:
+        return main
+    return Path(job_dir) / f"{run_key(identity)}-{total_steps}steps"
+
+
+class RunLock:
+    """An exclusive lock on a run folder for as long as a process trains in it.
+
+    A second process (a notebook kernel while ``make reproduce`` trains the same job) gets a
+    clear error instead of interleaving checkpoints and logs. The OS drops the lock when the
+    holder dies, so a crash never leaves a folder locked.
+    """
+
+    def __init__(self, run_dir: Path, *, enabled: bool = True):
+        self.path = Path(run_dir) / ".lock"
+        self.enabled = enabled
+        self._file = None
+
+    def __enter__(self) -> "RunLock":
+        if not self.enabled:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "unknown"
+            self._file.close()
+            self._file = None
+            raise RunFolderBusyError(f"{self.path.parent}: another process (pid {holder}) is training this run; "
+                                     "wait for it to finish, then run again to reuse its model") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(str(os.getpid()))
+        self._file.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+class RunFolderBusyError(RuntimeError):
+    """The run folder is being trained in by another process."""
+
+
+def _train(step: TrainingStep, dataset: Dataset, *, run_dir: Path, identity: Mapping[str, Any],
+           fingerprint_json: str, dist_info, dev, per_rank_batch: int, total_steps: int, seed: int,
+           deterministic: bool, precision: str, log_every: int, sample_every: int, sample_count: int,
+           checkpoint_every: int, keep_checkpoints: int, resume: bool, num_workers: int, collate_fn,
+           progress: bool, desc: str) -> TrainResult:
     step.to(dev)
     noise_generator = torch.Generator().manual_seed(seed)
     scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" and dev.type == "cuda" else None
     checkpoints = CheckpointIO(run_dir, keep=keep_checkpoints)
+    if dist_info.is_main:
+        atomic.write_text(run_dir / "fingerprint.json", json.dumps(identity, indent=1, sort_keys=True, default=str))
 
     start = 0
-    state = checkpoints.load_latest() if resume else None
+    # A checkpoint at exactly total_steps (an earlier run of this length) is the answer; otherwise the
+    # newest one before it is continued (the folder never holds a later one, see choose_run_dir).
+    state = checkpoints.load_latest(max_step=total_steps) if resume else None
     if state is not None and state.get("fingerprint", "{}") != fingerprint_json:
         if dist_info.is_main:
             _set_aside(run_dir, "checkpoint fingerprint differs from this configuration")
@@ -191,7 +280,7 @@ def train(step: TrainingStep, dataset: Dataset, *, run_dir: str | Path, total_st
         _load_state(step, state, scaler)
         start = int(state["step"])
         restore_rng(state["rng"], noise_generator)
-        if dist_info.is_main:
+        if dist_info.is_main and start < total_steps:
             _truncate_log(run_dir / LOG_FILE, start)
     else:
         if dist_info.is_main and not resume:
@@ -263,7 +352,7 @@ def train(step: TrainingStep, dataset: Dataset, *, run_dir: str | Path, total_st
                     _write_samples(step, ctx, run_dir / "samples" / f"step_{current:08d}.png", sample_count)
                 if (checkpoint_every and current % checkpoint_every == 0) or last:
                     if dist_info.is_main:
-                        checkpoints.save(state_dict(current), current)
+                        checkpoints.save(state_dict(current), current, final=last)
                     distributed.barrier()
     except KeyboardInterrupt:
         # An interrupted notebook keeps its progress: the next call with resume=True continues here.
@@ -274,8 +363,10 @@ def train(step: TrainingStep, dataset: Dataset, *, run_dir: str | Path, total_st
     finally:
         bar.close()
     step.train(False)  # hand the model back ready for evaluation (batch norm on running statistics)
+    history = read_log(run_dir)
+    history = history[history["step"] <= current] if len(history) else history
     return TrainResult(run_dir=run_dir, step=current, trained_steps=current - start,
-                       wall_time_s=time.time() - t0, history=read_log(run_dir))
+                       wall_time_s=time.time() - t0, history=history.reset_index(drop=True))
 
 
 def _write_samples(step: TrainingStep, ctx: StepContext, path: Path, n: int) -> None:
@@ -333,6 +424,7 @@ def load_trained(step: TrainingStep, run_dir: str | Path, *, device: str = "auto
     state = CheckpointIO(run_dir).load_latest()
     if state is None:
         raise FileNotFoundError(f"{run_dir}: no checkpoint to load")
+    step.initial_config()  # the step still names the run it was built as, after the load
     step.to(select_device(device))
     _load_state(step, state, None)
     step.train(False)

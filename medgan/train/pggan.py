@@ -108,6 +108,8 @@ class PGGANStep(TrainingStep):
     :class:`GrowthSchedule`).
     """
 
+    schedule_uses_total_steps = True  # the growth plan splits total_steps into phases
+
     def __init__(self, config: PGGANConfig, *, total_steps: int, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.0, 0.99), eps: float = 1e-8, gp_weight: float = 10.0,
                  drift_weight: float = 1e-3, ema_decay: float = 0.999, fade_fraction: float = 0.5,

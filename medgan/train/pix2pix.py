@@ -34,6 +34,10 @@ class Pix2PixStep(TrainingStep):
         linear_decay_factor(0.0, decay_start=self.decay_start)  # validates decay_start
         self.sample_inputs = sample_inputs
 
+    @property
+    def schedule_uses_total_steps(self) -> bool:
+        return self.decay_start < 1.0  # the decay reads ctx.progress
+
     def _set_lr(self, progress: float) -> float:
         return apply_linear_decay(self.optimizers, self.lr, progress, decay_start=self.decay_start)
 

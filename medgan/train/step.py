@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from medgan.train import distributed
+from medgan.train.fingerprint import step_config
 
 
 @dataclass
@@ -94,6 +95,9 @@ class TrainingStep:
     nets: dict[str, nn.Module]
     optimizers: dict[str, torch.optim.Optimizer]
     schedulers: dict[str, Any]
+    # True when a schedule reads ``ctx.progress`` (a decay, a growth plan): a run of N steps is then
+    # not the first N steps of a longer run, so the engine keys the run folder by the total too.
+    schedule_uses_total_steps: bool = False
 
     def __init__(self, nets: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
                  schedulers: Mapping[str, Any] | None = None):
@@ -108,6 +112,16 @@ class TrainingStep:
     def sample(self, n: int, ctx: StepContext) -> torch.Tensor | None:
         """Images in [-1, 1], shape (n, C, H, W), for the periodic sample grid (optional)."""
         return None
+
+    def initial_config(self) -> dict[str, Any]:
+        """This step's configuration as built (networks, initial weights, optimisers, settings).
+
+        Computed on the first call and kept, so a step that has since trained (a re-run notebook
+        cell) still names the run it started as. See :mod:`medgan.train.fingerprint`.
+        """
+        if "_initial_config" not in self.__dict__:
+            self._initial_config = step_config(self)
+        return self._initial_config
 
     def extra_state(self) -> dict[str, Any]:
         """Anything else to checkpoint (tensors, numbers, strings, containers only)."""

@@ -40,9 +40,13 @@ def project(tmp_path, monkeypatch):
     return tmp_path
 
 
-GOOD = ("import numpy as np, matplotlib.pyplot as plt\n"
+GOOD = ("import numpy as np, pandas as pd\n"
         "fig = reports.image_grid(np.random.rand(4, 1, 8, 8) * 2 - 1, nrow=4, title='grid')\n"
-        "reports.show_figure(fig)\nprint('value is', run.params.value)")
+        "reports.show_figure(fig)\nprint('value is', run.params.value)\n"
+        "reports.show_table(pd.DataFrame({'FID': [12.5, float('nan')]}, index=['GAN', 'baseline']), caption='Scores')\n"
+        "reports.show_headlines([reports.Headline('GAN FID', 12.5, 30.0, note='domain features')])\n"
+        "reports.show_claims([reports.Claim('the GAN beats the baseline', 'FID 30', 'FID 12.5', True, 'FID lower'),\n"
+        "                     reports.Claim('a second claim', 'shown', 'not seen', False, 'CI excludes 0')])")
 
 
 @pytest.mark.slow
@@ -59,7 +63,20 @@ def test_good_run_writes_report_and_index_then_failure_keeps_it(project):
     assert "cdnjs" not in html and "require.js" not in html
     index = json.loads((project / "reports" / "index.json").read_text())
     assert index["tiny"]["status"] == "ok" and index["tiny"]["profile"] == "default"
-    assert "tiny.html" in (project / "reports" / "index.html").read_text()
+    assert (index["tiny"]["claims_supported"], index["tiny"]["claims_total"]) == (1, 2)
+    page = (project / "reports" / "index.html").read_text()
+    assert "tiny.html" in page and "GAN FID" in page and "12.5" in page and "paper 30" in page and "1 / 2" in page
+
+    # Results as data: every table, the claims and the headlines, beside the HTML; and the executed notebook.
+    results = json.loads((project / "reports" / "tiny.json").read_text())
+    scores = next(t for t in results["tables"] if t["caption"] == "Scores")
+    assert scores["columns"] == ["FID"] and scores["rows"] == [["GAN", 12.5], ["baseline", None]]
+    assert [c["supported"] for c in results["claims"]] == [True, False]
+    assert results["headlines"][0] == {"label": "GAN FID", "ours": 12.5, "paper": 30.0, "note": "domain features"}
+    assert results["run card"]["profile"] == "default" and "wall time (s)" in results["run card"]
+    executed = nbformat.read(project / "reports" / "tiny.ipynb", as_version=4)
+    assert any("value is 5" in o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    good_files = {name: (project / "reports" / name).read_bytes() for name in ("tiny.json", "tiny.ipynb")}
 
     # The notebook breaks: the report stays byte for byte, the CLI exits non-zero naming cell and error.
     _notebook(nb, "raise ValueError('phantom exploded')")
@@ -72,6 +89,14 @@ def test_good_run_writes_report_and_index_then_failure_keeps_it(project):
     index = json.loads((project / "reports" / "index.json").read_text())
     assert index["tiny"]["status"].startswith("failed") and index["tiny"]["report"] == "tiny.html"
     assert not list((project / "reports").glob("_tmp-*"))
+    assert {name: (project / "reports" / name).read_bytes() for name in good_files} == good_files
+
+    # A second failure in a row still keeps the last good row (headlines and claims included).
+    again = render_notebook(nb, profile="default", progress=False)
+    assert again.status == "failed"
+    index = json.loads((project / "reports" / "index.json").read_text())
+    assert index["tiny"]["report"] == "tiny.html" and index["tiny"]["claims_total"] == 2
+    assert "GAN FID" in (project / "reports" / "index.html").read_text()
 
 
 def test_unknown_override_fails_before_running(project):

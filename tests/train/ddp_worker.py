@@ -19,4 +19,6 @@ result = train(step, ToyImages(), run_dir=run_dir, total_steps=steps, batch_size
 if info.is_main:
     torch.save({k: v for n, net in step.nets.items() for k, v in
                 ((f"{n}.{k}", v) for k, v in net.state_dict().items())}, f"{run_dir}/final_weights.pt")
+    with open(f"{run_dir}/run_dir.txt", "w") as f:
+        f.write(str(result.run_dir))
 distributed.cleanup()

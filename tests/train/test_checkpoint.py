@@ -41,13 +41,11 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path):
 def _train(tmp_path, steps, **kw):
     seed_everything(0)
     step = ToyGANStep()
-    train(step, ToyImages(), run_dir=tmp_path, total_steps=steps, batch_size=8, progress=False, **kw)
-    return step
+    return train(step, ToyImages(), run_dir=tmp_path, total_steps=steps, batch_size=8, progress=False, **kw).run_dir
 
 
 def test_truncated_checkpoint_is_reported_and_previous_used(tmp_path, caplog):
-    _train(tmp_path, 4, checkpoint_every=2, keep_checkpoints=3)
-    io = CheckpointIO(tmp_path)
+    io = CheckpointIO(_train(tmp_path, 4, checkpoint_every=2, keep_checkpoints=3))
     newest, previous = io.list()[:2]
     data = newest.read_bytes()
     newest.write_bytes(data[: len(data) // 2])
@@ -64,11 +62,11 @@ def test_truncated_checkpoint_is_reported_and_previous_used(tmp_path, caplog):
 
 
 def test_all_checkpoints_corrupt_is_a_clear_error(tmp_path):
-    _train(tmp_path, 2)
-    for p in CheckpointIO(tmp_path).list():
+    run_dir = _train(tmp_path, 2)
+    for p in CheckpointIO(run_dir).list():
         p.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="no usable checkpoint"):
-        CheckpointIO(tmp_path).load_latest()
+        CheckpointIO(run_dir).load_latest()
 
 
 def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):

@@ -33,18 +33,20 @@ def test_training_learns_and_resume_reloads_finished_run(tmp_path):
     labels = data.labels.numpy()
     model, history = train_classifier(model, data, run_dir=tmp_path, steps=30, batch_size=16, lr=3e-3,
                                       seed=0, device="cpu", log_every=5)
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     after = predict_proba(model, data, device="cpu")[:, 0]
     assert history["loss"].iloc[-1] < history["loss"].iloc[0]
     assert ((after > 0.5) == labels).mean() >= 0.9
     assert ((after > 0.5) == labels).mean() > ((before > 0.5) == labels).mean() or ((before > 0.5) == labels).mean() < 0.9
-    assert len(read_log(tmp_path)) == 6 and (tmp_path / "checkpoints").exists()
+    assert len(read_log(run_dir)) == 6 and (run_dir / "checkpoints").exists()
 
     # Same configuration again: the finished checkpoint is loaded, nothing retrained.
+    torch.manual_seed(0)  # the same initial weights: the same run
     fresh = build_classifier("small_resnet", width=4, num_outputs=1)
     fresh, history2 = train_classifier(fresh, data, run_dir=tmp_path, steps=30, batch_size=16, lr=3e-3,
                                        seed=0, device="cpu", log_every=5)
     np.testing.assert_allclose(predict_proba(fresh, data, device="cpu")[:, 0], after, rtol=1e-6)
-    assert len(history2) == 6
+    assert len(history2) == 6 and [p for p in tmp_path.iterdir() if p.is_dir()] == [run_dir]
 
 
 def test_multilabel_targets_and_tensor_prediction(tmp_path):
@@ -66,5 +68,6 @@ def test_cosine_decay_checkpoint_loads_weights_only(tmp_path):
     data = bright_square_data(32)
     model = build_classifier("small_resnet", width=4)
     train_classifier(model, data, run_dir=tmp_path, steps=4, batch_size=8, lr_decay="cosine", device="cpu")
-    assert load_trained(ClassifierStep(build_classifier("small_resnet", width=4), lr_decay="cosine"), tmp_path,
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert load_trained(ClassifierStep(build_classifier("small_resnet", width=4), lr_decay="cosine"), run_dir,
                         device="cpu") == 4

@@ -88,7 +88,7 @@ def test_cycle_consistency_improves_with_training(tmp_path):
     step = _step()
     result = train(step, _data(), run_dir=tmp_path, total_steps=60, batch_size=4, seed=0, log_every=10,
                    progress=False)
-    log = read_log(tmp_path)
+    log = read_log(result.run_dir)
     cycle = log["cycle_A"] + log["cycle_B"]
     assert cycle.iloc[-1] < 0.7 * cycle.iloc[0]
     assert log["lr"].iloc[-1] < log["lr"].iloc[0]  # second half decays
@@ -105,7 +105,7 @@ def test_cycle_consistency_improves_with_training(tmp_path):
 def test_checkpoint_resume_is_bit_exact_including_pools(tmp_path):
     kw = dict(total_steps=8, batch_size=2, seed=1, log_every=1, progress=False)
     straight = _step()
-    train(straight, _data(), run_dir=tmp_path / "straight", **kw)
+    first_run = train(straight, _data(), run_dir=tmp_path / "straight", **kw)
 
     class Stop(Exception):
         pass
@@ -128,7 +128,7 @@ def test_checkpoint_resume_is_bit_exact_including_pools(tmp_path):
     for domain in ("A", "B"):
         a, b = straight.pools[domain].images, resumed.pools[domain].images
         assert len(a) == len(b) == 4 and all(torch.equal(x, y) for x, y in zip(a, b))
-    assert read_log(tmp_path / "straight")["loss_G"].tolist() == read_log(tmp_path / "resumed")["loss_G"].tolist()
+    assert read_log(first_run.run_dir)["loss_G"].tolist() == read_log(result.run_dir)["loss_G"].tolist()
 
 
 def test_identity_needs_matching_channels(tmp_path):

@@ -32,6 +32,8 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     # Same samples, same noise, gradients averaged: equal up to float summation order.
     for k in ref:
         torch.testing.assert_close(ddp[k], ref[k], rtol=1e-4, atol=1e-5, msg=k)
-    # Only rank 0 logs and checkpoints.
-    assert len((tmp_path / "ddp" / "log.jsonl").read_text().splitlines()) == 1
-    assert len(list((tmp_path / "ddp" / "checkpoints").glob("*.pt"))) == 1
+    # Only rank 0 logs and checkpoints, in the one run folder every rank agreed on.
+    run_dir = Path((tmp_path / "ddp" / "run_dir.txt").read_text())
+    assert [p.name for p in (tmp_path / "ddp").iterdir() if p.is_dir()] == [run_dir.name]
+    assert len((run_dir / "log.jsonl").read_text().splitlines()) == 1
+    assert len(list((run_dir / "checkpoints").glob("*.pt"))) == 1

@@ -50,13 +50,13 @@ def test_pggan_learns_and_logs_growth(tmp_path):
     step = PGGANStep(TINY, total_steps=24, lr=3e-3, ema_decay=0.9)
     z = torch.randn(64, TINY.z_dim)
     before = _pixel_gap(step.generator(ema=False)(z), data.images)
-    train(step, data, run_dir=tmp_path, total_steps=24, batch_size=8, seed=0, progress=False, log_every=4)
+    result = train(step, data, run_dir=tmp_path, total_steps=24, batch_size=8, seed=0, progress=False, log_every=4)
     after = _pixel_gap(step.generator(ema=False)(z), data.images)
     assert after < before
-    log = read_log(tmp_path)
+    log = read_log(result.run_dir)
     assert set(log["resolution"]) == {4.0, 8.0} and log["alpha"].min() < 1
     assert torch.isfinite(torch.tensor(log[["loss_D", "loss_G", "gp"]].to_numpy())).all()
-    assert (tmp_path / "samples").is_dir()
+    assert (result.run_dir / "samples").is_dir()
     assert step.generator()(z[:3]).shape == (3, 1, 8, 8)
 
 
@@ -67,10 +67,10 @@ def test_dcgan_learns(tmp_path):
     z = torch.randn(64, 8)
     before = _pixel_gap(step.generator()(z), data.images)
     step.nets["G"].train()
-    train(step, data, run_dir=tmp_path, total_steps=20, batch_size=8, seed=0, progress=False)
+    result = train(step, data, run_dir=tmp_path, total_steps=20, batch_size=8, seed=0, progress=False)
     after = _pixel_gap(step.generator()(z), data.images)
     assert after < before
-    assert {"loss_D", "loss_G", "D(x)", "D(G(z))"} <= set(read_log(tmp_path).columns)
+    assert {"loss_D", "loss_G", "D(x)", "D(G(z))"} <= set(read_log(result.run_dir).columns)
 
 
 @pytest.mark.parametrize("kind", ["pggan", "dcgan"])
@@ -84,10 +84,23 @@ def test_resume_is_bit_exact(tmp_path, kind):
     data = ToyImages(32)
     straight = make()
     train(straight, data, run_dir=tmp_path / "a", total_steps=8, batch_size=8, seed=3, progress=False)
+    # Interrupted at step 5 after a checkpoint at 4 (PGGAN's growth plan depends on the total, so a
+    # 4-step run would be another run), then resumed by a fresh process.
     half = make()
-    train(half, data, run_dir=tmp_path / "b", total_steps=4, batch_size=8, seed=3, progress=False)
+    original = half.train_step
+
+    def power_cut(batch, ctx):
+        if ctx.step == 5:
+            raise RuntimeError("power cut")
+        return original(batch, ctx)
+
+    half.train_step = power_cut
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(half, data, run_dir=tmp_path / "b", total_steps=8, batch_size=8, seed=3, progress=False,
+              checkpoint_every=4)
     resumed = make()
-    train(resumed, data, run_dir=tmp_path / "b", total_steps=8, batch_size=8, seed=3, progress=False)
+    result = train(resumed, data, run_dir=tmp_path / "b", total_steps=8, batch_size=8, seed=3, progress=False)
+    assert result.trained_steps == 4
     assert max_weight_difference(straight, resumed) == 0.0
     if kind == "pggan":  # the growth state came back with the weights
         assert int(resumed.nets["G_ema"].depth) == 1

@@ -100,18 +100,18 @@ def test_step_logs_every_loss_and_draws_targets_from_references():
 
 def test_training_improves_and_resumes_bit_exactly(tmp_path):
     data = Domains()
-    opts = dict(total_steps=12, batch_size=4, seed=3, log_every=3, checkpoint_every=6, progress=False,
-                fingerprint={"cfg": CFG.to_dict()})
+    opts = dict(total_steps=12, batch_size=4, seed=3, log_every=3, checkpoint_every=6, progress=False)
     full = make_step(data, lr=2e-3, ds_iter=12)
-    train(full, data, run_dir=tmp_path / "full", **opts)
-    log = read_log(tmp_path / "full")
+    full_run = train(full, data, run_dir=tmp_path / "full", **opts)
+    log = read_log(full_run.run_dir)
     # the cycle reconstruction improves over a few steps (generator learns to keep content)
     assert log["G/latent_cyc"].iloc[-1] < log["G/latent_cyc"].iloc[0]
     half = make_step(data, lr=2e-3, ds_iter=12)
     train(half, data, run_dir=tmp_path / "resumed", **{**opts, "total_steps": 6})
     resumed = make_step(data, lr=2e-3, ds_iter=12)
-    train(resumed, data, run_dir=tmp_path / "resumed", **opts)
+    result = train(resumed, data, run_dir=tmp_path / "resumed", **opts)
+    assert result.trained_steps == 6  # the 6-step run is continued: lambda_ds decays over ds_iter, not the run
     assert max_weight_difference(full, resumed) == 0.0
     fresh = make_step(data, lr=2e-3, ds_iter=12)
-    assert load_trained(fresh, tmp_path / "full", device="cpu") == 12
+    assert load_trained(fresh, full_run.run_dir, device="cpu") == 12
     assert max_weight_difference(full, fresh) == 0.0
