@@ -43,11 +43,11 @@ endif
 setup: $(STAMP)
 
 data: setup
-	$(PY) -m medgan.data.phantoms --all --jobs 2
+	$(PY) -m medgan data --all --jobs 2
 
 reproduce: setup
-	$(PY) -m medgan.data.phantoms --all --jobs 2
-	$(PY) -m medgan.reports run --profile $(PROFILE) $(NB_ARGS) $(DATA_ARG) $(SET_ARGS)
+	$(PY) -m medgan data --all --jobs 2
+	$(PY) -m medgan reproduce --profile $(PROFILE) $(NB_ARGS) $(DATA_ARG) $(SET_ARGS)
 	@echo "Reports: reports/index.html"
 
 test: setup
@@ -65,4 +65,4 @@ benchmarks: setup
 	$(PY) benchmarks/training.py
 
 clean-reports:
-	rm -rf reports/*.html reports/index.json reports/_tmp-*
+	rm -rf reports/*.html reports/*.json reports/*.ipynb reports/_tmp-*

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from medgan.data.toy_shapes import ToyShapes  # noqa: E402
 from medgan.train import StepContext, TrainingStep, seed_everything, train  # noqa: E402
-from medgan.train.recipes import build_job  # noqa: E402
+from medgan.studies import build_job  # noqa: E402
 from medgan.config import load_params  # noqa: E402
 
 

@@ -11,6 +11,7 @@ parameters and the environment written beside the results.
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import json
 import os
 import platform
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
 import yaml
 
 from medgan import atomic
@@ -203,10 +205,6 @@ def git_commit(root: Path | None = None) -> str:
 
 def environment_info() -> dict[str, Any]:
     """Versions and device of this process, for run cards and run folders."""
-    import importlib.metadata as md
-
-    import torch
-
     versions = {}
     for pkg in ("torch", "torchvision", "numpy", "pandas", "scikit-learn", "scipy", "pydicom",
                 "nibabel", "lpips", "umap-learn", "papermill"):

@@ -34,7 +34,7 @@ from medgan.metrics.roc import auroc, delong_test
 
 __all__ = ["InversionResult", "invert", "smooth_residual", "anomaly_maps", "anomaly_scores", "threshold_at_specificity",
            "detection_table", "localisation", "compare_localisation", "dice", "mean_image_residual", "AnomalyEvaluation",
-           "evaluate_anomaly_detection", "ANOGAN", "BASELINE", "PAPER_TABLE6", "PAPER_SUPERVISED"]
+           "evaluate_anomaly_detection", "ANOGAN", "BASELINE"]
 
 
 @dataclass
@@ -388,15 +388,3 @@ def evaluate_anomaly_detection(G: Callable[[torch.Tensor], torch.Tensor], *, nor
                              thresholds=thresholds, scores=scores, maps=maps, inversion=test_inv, findings=findings,
                              localisation_test=localisation_test)
 
-
-# The thesis's Table 6: 100 real CXRs of 12 findings read by a radiologist on the AnoGAN residual
-# maps (* = among the supervised 6-class CNN's classes; it found 37/40 of those, 14/60 of the rest).
-PAPER_TABLE6 = pd.DataFrame(
-    {"trained": [True, False, True, True, False, False, True, True, False, False, False, False],
-     "n": [8, 9, 6, 9, 9, 6, 8, 9, 10, 10, 6, 10],
-     "detected": [8, 9, 6, 9, 8, 5, 7, 8, 8, 6, 5, 10]},
-    index=["Nodule", "Calcification", "Consolidation", "Interstitial Opacity", "Atelectasis",
-           "Mediastinal Widening", "Pleural Effusion", "Pneumothorax", "Rib Fracture", "Pneumomediastinum",
-           "Subcutaneous Emphysema", "Pneumoperitoneum"])
-PAPER_TABLE6["rate"] = PAPER_TABLE6["detected"] / PAPER_TABLE6["n"]
-PAPER_SUPERVISED = {"trained findings": (37, 40), "untrained findings": (14, 60), "all abnormal": (51, 100)}

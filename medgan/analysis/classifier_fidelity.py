@@ -30,7 +30,7 @@ from medgan.metrics.roc import auroc, delong_test, sensitivity_specificity
 
 __all__ = ["UNLABELLED", "pseudo_label", "match_class_counts", "evaluate_binary", "confusion_matrix",
            "compare_aurocs", "roc_points", "three_step_table", "generate_and_pseudo_label",
-           "PAPER_THREE_STEP", "ThreeStepResult", "three_step_evaluation"]
+           "ThreeStepResult", "three_step_evaluation"]
 
 UNLABELLED = -1
 
@@ -146,13 +146,6 @@ def generate_and_pseudo_label(generate: Callable[[torch.Tensor], torch.Tensor], 
         images.append(x.cpu())
     p = torch.cat(probs).numpy()
     return torch.cat(images), p, pseudo_label(p, positive_above=positive_above, negative_below=negative_below)
-
-
-# The thesis's results (Asan Medical Center CXRs, ResNet-50, PGGAN at 1024 px), Tables 3-5 and Figures 7-9.
-PAPER_THREE_STEP = pd.DataFrame(
-    {"AUROC": [0.9830, 0.9673, 0.8810], "sensitivity": [0.934, 0.908, 0.851], "specificity": [0.933, 0.905, 0.816]},
-    index=["classifier(real) on real test", "classifier(synthetic) on synthetic test",
-           "classifier(synthetic) on real test"])
 
 
 @dataclass

@@ -6,10 +6,14 @@ they stand for, framed in the colour of their set.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.colors import Normalize
+from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+from sklearn.manifold import TSNE
 
 __all__ = ["embed_2d", "embedding_figure", "SET_COLOURS"]
 
@@ -38,11 +42,9 @@ def embed_2d(feature_sets: Mapping[str, np.ndarray], *, method: str = "tsne", se
     if n < 4:
         raise ValueError(f"embed_2d: need at least 4 points, got {n}")
     if method == "tsne":
-        from sklearn.manifold import TSNE
-
         xy = TSNE(n_components=2, perplexity=min(perplexity, (n - 1) / 3), init="pca", random_state=seed).fit_transform(x)
     elif method == "umap":
-        import umap
+        import umap  # umap-learn compiles with numba on import (seconds); only this method needs it
 
         xy = umap.UMAP(n_components=2, n_neighbors=int(min(n_neighbors, n - 1)), random_state=seed,
                        n_jobs=1).fit_transform(x)
@@ -61,10 +63,6 @@ def embedding_figure(coords: pd.DataFrame, images: Mapping[str, np.ndarray], *, 
     ``images[set]`` is (N, C, H, W) or (N, H, W) in [-1, 1], rows matching ``coords.index`` of
     that set (the first channel is shown). Thumbnails are framed in their set's colour.
     """
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import Normalize
-    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
-
     colours = {**SET_COLOURS, **(colours or {})}
     default_cycle = iter(["tab:green", "tab:orange", "tab:purple", "tab:brown"])
     if ax is None:

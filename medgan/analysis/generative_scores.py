@@ -1,16 +1,17 @@
 """Score unconditional generators against real features with the whole fidelity/diversity suite.
 
-The CT study's protocol (papers/001, Table 1): N generated images per generation seed are embedded
-with one feature extractor and compared with N reference real images; the "Real" row compares
-another set of real images with the same reference (the ceiling). Scores: IS (from the extractor's
+The protocol: N generated images per generation seed are embedded with one feature extractor and
+compared with N reference real images; the "Real" row compares another set of real images with
+the same reference (the ceiling). Scores: IS (from the extractor's
 class probabilities), FID, KID, PRD (Sajjadi et al. 2018: k-means on the union, F_8 ~ recall,
 F_1/8 ~ precision), improved precision/recall (Kynkäänniemi et al. 2019, k = 3), density/coverage
-(Naeem et al. 2020). Every function here is pure: features in, tables out; the metric
-implementations come from :mod:`medgan.metrics`.
+(Naeem et al. 2020). Every function here but :func:`run_protocol` is pure: features in, tables
+out; the metric implementations come from :mod:`medgan.metrics`.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -19,9 +20,10 @@ import pandas as pd
 import torch
 
 from medgan import metrics
+from medgan.metrics import extract_features
 
 __all__ = ["generate", "score_features", "score_table", "summarise", "k_sweep", "prd_spread", "prd_curves",
-           "paper_table_1", "METRIC_ORDER", "subsample", "run_protocol", "ProtocolResult", "check_claims"]
+           "METRIC_ORDER", "subsample", "run_protocol", "ProtocolResult"]
 
 METRIC_ORDER = ["IS", "FID", "KID", "PRD F_8 (recall)", "PRD F_1/8 (precision)", "Improved precision",
                 "Improved recall", "Density", "Coverage"]
@@ -159,28 +161,6 @@ def prd_curves(reference: np.ndarray, fakes: Mapping[str, np.ndarray], *, cluste
     return out
 
 
-def paper_table_1() -> pd.DataFrame:
-    """Table 1 of papers/001 (fine-tuned Inception V3 features, NSCLC-Radiomics, 6,080 images per set).
-
-    The paper's "Precision"/"Recall" are PRD's F_1/8 and F_8. Text cells as printed.
-    """
-    rows = {
-        "Real": {"IS": "1.30", "FID": "2.05", "PRD F_8 (recall)": "0.997", "PRD F_1/8 (precision)": "0.997",
-                 "Improved precision": "0.987", "Improved recall": "0.987"},
-        "DCGAN": {"IS": "1.12 ± 0.010", "FID": "120.75 ± 0.722", "PRD F_8 (recall)": "0.841 ± 0.004",
-                  "PRD F_1/8 (precision)": "0.902 ± 0.006", "Improved precision": "0.202 ± 0.002",
-                  "Improved recall": "0.342 ± 0.011"},
-        "PGGAN": {"IS": "1.18 ± 0.005", "FID": "6.79 ± 0.354", "PRD F_8 (recall)": "0.989 ± 0.005",
-                  "PRD F_1/8 (precision)": "0.991 ± 0.011", "Improved precision": "0.705 ± 0.003",
-                  "Improved recall": "0.873 ± 0.014"},
-    }
-    table = pd.DataFrame(rows).T
-    for c in ("KID", "Density", "Coverage"):
-        table[c] = "—"
-    table.index.name = "row"
-    return table[METRIC_ORDER]
-
-
 # --- the whole protocol ---------------------------------------------------------------------------
 @dataclass
 class ProtocolResult:
@@ -202,7 +182,7 @@ class ProtocolResult:
 def run_protocol(generators: Mapping[str, Mapping[str, Any]], extractor: torch.nn.Module, *,
                  reference_images: torch.Tensor, real_images: torch.Tensor, seeds: Sequence[int],
                  n: int | None = None, batch_size: int = 128, sample_seed: int = 0,
-                 **score_kwargs: Any) -> ProtocolResult:
+                 cache_dir: str | os.PathLike | None = None, **score_kwargs: Any) -> ProtocolResult:
     """Generate ``n`` images per generator and seed, embed everything, score every row.
 
     Args:
@@ -211,87 +191,31 @@ def run_protocol(generators: Mapping[str, Mapping[str, Any]], extractor: torch.n
         reference_images: (N_ref, C, H, W) the reference real set (held-out patients).
         real_images: real images of other patients, scored as the "Real" row (subsampled to ``n``
             per seed when there are more).
-        seeds: generation seeds (the study: 3). n: images per set (None = len(reference_images)).
+        seeds: generation seeds. n: images per set (None = len(reference_images)).
+        cache_dir: the feature cache (:func:`medgan.metrics.extract_features`): with it the
+            reference and real features are computed once, across seeds and re-runs.
         score_kwargs: passed to :func:`score_features` (k, prd_clusters, kid_subset_size, ...).
     """
-    from medgan.metrics import extract_features
+    def embed(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        return extract_features(extractor, images, batch_size=batch_size, cache_dir=cache_dir)
 
     n = int(n or len(reference_images))
     ref_idx = np.sort(np.random.default_rng(sample_seed).permutation(len(reference_images))[:n])
-    reference = extract_features(extractor, reference_images[ref_idx], batch_size=batch_size)
+    reference = embed(reference_images[ref_idx])
     rows: dict[str, list] = {}
     images: dict[str, torch.Tensor] = {}
     real_draws = [np.sort(np.random.default_rng(sample_seed + 1 + s).permutation(len(real_images))[:n])
                   for s in (seeds if len(real_images) > n else seeds[:1])]
-    rows["Real"] = [extract_features(extractor, real_images[idx], batch_size=batch_size) for idx in real_draws]
+    rows["Real"] = [embed(real_images[idx]) for idx in real_draws]
     images["Real"] = real_images[real_draws[0]]
     for name, g in generators.items():
         rows[name] = []
         for s in seeds:
             imgs = generate(g["fn"], n=n, z_dim=int(g["z_dim"]), seed=int(s), batch_size=batch_size)
-            rows[name].append(extract_features(extractor, imgs, batch_size=batch_size))
+            rows[name].append(embed(imgs))
             if name not in images:
                 images[name] = imgs
     long = score_table(reference[0], rows, **score_kwargs)
     numbers, text = summarise(long)
     return ProtocolResult(extractor=getattr(extractor, "name", type(extractor).__name__), n=n,
                           reference=reference, rows=rows, images=images, long=long, numbers=numbers, text=text)
-
-
-def check_claims(numbers: pd.DataFrame, spread: pd.DataFrame, sweep: pd.DataFrame, *,
-                 models: tuple[str, str] = ("DCGAN", "PGGAN"),
-                 untrained: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """The CT study's findings tested on our numbers: one row per claim with what we measured and
-    whether it holds here (True / False).
-
-    ``numbers`` from :func:`summarise`, ``spread`` from :func:`prd_spread`, ``sweep`` from
-    :func:`k_sweep`; ``untrained`` maps a trained row to its untrained baseline row.
-    """
-    a, b = models
-    mean = numbers.xs("mean", axis=1, level=1)
-    rows = []
-
-    def rel(metric: str) -> float:
-        x, y = mean.loc[a, metric], mean.loc[b, metric]
-        return abs(x - y) / max(abs(x) + abs(y), 1e-12) * 2
-
-    fid_gap, is_gap = rel("FID"), rel("IS")
-    rows.append({"claim": "FID separates the two models far more than IS",
-                 "measured": f"relative gap FID {fid_gap:.2f} vs IS {is_gap:.2f} "
-                             f"(FID {mean.loc[a, 'FID']:.3g} / {mean.loc[b, 'FID']:.3g}; "
-                             f"IS {mean.loc[a, 'IS']:.3g} / {mean.loc[b, 'IS']:.3g})",
-                 "holds": bool(fid_gap > is_gap)})
-    better = {m: mean.loc[b, m] > mean.loc[a, m] for m in ("Improved precision", "Improved recall")}
-    rows.append({"claim": f"{b} beats {a} on improved precision and recall",
-                 "measured": "; ".join(f"{m}: {mean.loc[a, m]:.3f} vs {mean.loc[b, m]:.3f}" for m in better),
-                 "holds": bool(all(better.values()))})
-    sd = spread.groupby("model")[[c for c in spread.columns if c not in ("model", "run")]].std(ddof=1)
-    prd_sd = float(sd[["PRD F_8 (recall)", "PRD F_1/8 (precision)"]].to_numpy().max())
-    imp_sd = float(sd[["Improved precision", "Improved recall"]].to_numpy().max())
-    rows.append({"claim": "k-means PRD changes from run to run; improved P&R is stable",
-                 "measured": f"largest run-to-run sd: PRD {prd_sd:.4f}, improved P&R {imp_sd:.4f} "
-                             f"({spread['run'].nunique()} runs)",
-                 "holds": bool(prd_sd > 0 and imp_sd <= prd_sd / 10)})
-    g = sweep.groupby(["model", "k"])[["precision", "recall"]].mean()
-    rises = []
-    for model in dict.fromkeys(sweep["model"]):
-        part = g.loc[model]
-        rises.append(bool((np.diff(part["precision"]) >= -1e-9).all() and (np.diff(part["recall"]) >= -1e-9).all()))
-    rows.append({"claim": "improved precision and recall rise with k (both models)",
-                 "measured": ", ".join(f"{m}: k={int(g.loc[m].index.min())}->{int(g.loc[m].index.max())} "
-                                       f"P {g.loc[m]['precision'].iloc[0]:.2f}->{g.loc[m]['precision'].iloc[-1]:.2f}, "
-                                       f"R {g.loc[m]['recall'].iloc[0]:.2f}->{g.loc[m]['recall'].iloc[-1]:.2f}"
-                                       for m in dict.fromkeys(sweep["model"])),
-                 "holds": bool(all(rises))})
-    for trained, base in (untrained or {}).items():
-        if base not in mean.index:
-            continue
-        # "far better": at most half the untrained FID and at least 0.1 more improved precision
-        ok = mean.loc[trained, "FID"] <= 0.5 * mean.loc[base, "FID"] and \
-            mean.loc[trained, "Improved precision"] >= mean.loc[base, "Improved precision"] + 0.1
-        rows.append({"claim": f"trained {trained} far better than untrained (FID ≤ half, improved precision ≥ +0.1)",
-                     "measured": f"FID {mean.loc[trained, 'FID']:.3g} vs {mean.loc[base, 'FID']:.3g}; "
-                                 f"improved precision {mean.loc[trained, 'Improved precision']:.3f} vs "
-                                 f"{mean.loc[base, 'Improved precision']:.3f}",
-                     "holds": bool(ok)})
-    return pd.DataFrame(rows).set_index("claim")

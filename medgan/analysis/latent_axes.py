@@ -20,12 +20,13 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import spearmanr
 from sklearn.linear_model import LinearRegression, Ridge
 from tqdm.auto import tqdm
 
 __all__ = ["single_finding_filter", "class_balance_weights", "fit_latent_axes", "walk_along_axis",
            "score_walk", "axis_cosines", "sample_and_score", "LatentAxes", "discover_axes", "walk_likelihoods",
-           "PAPER_AXES", "pick_starts", "walk_all_axes", "walk_summary"]
+           "pick_starts", "walk_all_axes", "walk_summary"]
 
 
 def single_finding_filter(probabilities: Any, *, keep_above: float = 0.9, others_below: float = 0.1
@@ -175,15 +176,6 @@ def walk_likelihoods(generate: Callable[[torch.Tensor], torch.Tensor], score: Ca
     return images.reshape(n, s, *images.shape[1:]), probs.reshape(n, s, -1)
 
 
-# The thesis's part (b): single-finding images among 30,000 generated, and the classifier
-# likelihood reached at the end of each axis walk (Figure 10; none found for nodule, pneumothorax).
-PAPER_AXES = pd.DataFrame(
-    {"single-finding images": [8683, 478, 484, 215, 2235, 0],
-     "axis found": [None, False, True, True, True, False],
-     "likelihood at the end of the walk": [None, None, 0.97, 0.89, 0.99, None]},
-    index=["Normal", "Nodule", "Consolidation", "Interstitial Opacity", "Pleural Effusion", "Pneumothorax"])
-
-
 def pick_starts(latents: Any, probabilities: Any, *, column: int = 0, above: float = 0.9, n: int = 8) -> np.ndarray:
     """The first ``n`` latents whose image scores ``probabilities[:, column] >= above`` (e.g. confident normals)."""
     p = np.asarray(probabilities)[:, column]
@@ -213,8 +205,6 @@ def walk_summary(walks: Mapping[str, tuple[torch.Tensor, np.ndarray]], class_nam
     """Per finding: its likelihood at the start and end of the walk (mean over starts), the
     Spearman correlation of step with likelihood and, when ``severity`` (finding -> (N, S)) is
     given, with the measured severity of the walked images."""
-    from scipy.stats import spearmanr
-
     names = list(class_names)
     s = np.asarray(steps, dtype=np.float64)
     rows = {}

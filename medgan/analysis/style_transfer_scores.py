@@ -1,4 +1,4 @@
-"""Scores of a multi-domain image-to-image translator (study 1, StarGAN v2 on cell painting).
+"""Scores of a multi-domain image-to-image translator (StarGAN v2 and the like).
 
 For every target domain k, every source image of another domain is translated ``n_styles``
 times, latent-guided (styles from the mapping network, one z per output) or reference-guided
@@ -15,7 +15,9 @@ protocol. Per (mode, target):
   untranslated source and that render (the identity baseline).
 
 Work is streamed per chunk of sources, so nothing of size sources x domains x styles is held.
-Everything here is pure: networks and images come in, tables come out.
+Everything here is pure: networks and images come in, tables come out. With a ``cache_dir``, the
+features of the real sets are looked up in the feature cache (:mod:`medgan.metrics.cache`), so
+they are computed once per extractor however many checkpoints and modes are scored.
 """
 
 from __future__ import annotations
@@ -32,7 +34,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["DistanceSpec", "EvalSet", "Scorers", "build_scorers", "check_claims", "stain_drop_table", "summary_table", "checkpoint_steps", "evaluate_over_training", "load_checkpoint_nets",
+from medgan.metrics import frechet_distance, lpips_distance
+from medgan.metrics.features import extract_features
+from medgan.metrics.lpips_distance import LPIPS_BACKBONE_ENV, domain_feature_distance
+from medgan.train.checkpoint import CheckpointIO
+
+__all__ = ["DistanceSpec", "EvalSet", "checkpoint_steps", "evaluate_over_training", "load_checkpoint_nets",
            "make_distance", "make_eval_set", "real_baselines", "score_translations", "snapshot_nets",
            "translate_examples"]
 
@@ -118,9 +125,6 @@ def make_distance(*, extractor: Any = None, lpips_net: str = "alex") -> Distance
     Per stain: LPIPS of that stain alone (grey); for the in-domain fallback, whose network needs
     all stains, the distance between x and x with stain c taken from y (only stain c differs).
     """
-    from medgan.metrics import lpips_distance
-    from medgan.metrics.lpips_distance import LPIPS_BACKBONE_ENV, domain_feature_distance
-
     weights = os.environ.get(LPIPS_BACKBONE_ENV)
     if weights and Path(weights).is_file():
         fn = functools.partial(lpips_distance, net=lpips_net)
@@ -179,10 +183,8 @@ def translate_examples(step, sources: torch.Tensor, *, mode: str, n_styles: int,
     return torch.stack(rows, 1)
 
 
-def _features(extractor, images: torch.Tensor, batch_size: int) -> np.ndarray:
-    from medgan.metrics.features import extract_features
-
-    return extract_features(extractor, images, batch_size=batch_size)[0]
+def _features(extractor, images: torch.Tensor, batch_size: int, cache_dir: str | os.PathLike | None = None) -> np.ndarray:
+    return extract_features(extractor, images, batch_size=batch_size, cache_dir=cache_dir)[0]
 
 
 @torch.no_grad()
@@ -197,7 +199,7 @@ def _predict(classifier, images: torch.Tensor, batch_size: int) -> np.ndarray:
 def score_translations(step, eval_set: EvalSet, *, mode: str, n_styles: int, extractor: Any,
                        distance: DistanceSpec, classifier: torch.nn.Module | None = None, seed: int = 0,
                        chunk: int = 32, batch_size: int = 64, per_stain: bool = True,
-                       progress: bool = False) -> pd.DataFrame:
+                       cache_dir: str | os.PathLike | None = None, progress: bool = False) -> pd.DataFrame:
     """One row per target domain: fid, lpips, lpips_<stain>..., accuracy, truth_l1, identity_l1, n.
 
     Args:
@@ -209,13 +211,14 @@ def score_translations(step, eval_set: EvalSet, *, mode: str, n_styles: int, ext
         distance: from :func:`make_distance`.
         classifier: domain classifier on real images (logits (N, K)); None skips accuracy.
         seed: seeds the latents and the choice of references (same seed, same styles per checkpoint).
+        cache_dir: feature cache for the real reference sets (translations are always computed).
     """
     if mode not in ("latent", "reference", "identity"):
         raise ValueError(f"mode must be 'latent', 'reference' or 'identity', not {mode!r}")
     if mode != "identity" and n_styles < 2:
         raise ValueError("n_styles must be >= 2 to measure diversity")
     g = torch.Generator().manual_seed(seed)
-    real_feats = [_features(extractor, r, batch_size) for r in eval_set.real_by_domain]
+    real_feats = [_features(extractor, r, batch_size, cache_dir) for r in eval_set.real_by_domain]
     stains = eval_set.stain_names or [f"ch{c}" for c in range(eval_set.sources.shape[1])]
     rows = []
     for k in tqdm(range(eval_set.num_domains), desc=f"score {mode}", disable=not progress, leave=False):
@@ -243,8 +246,6 @@ def score_translations(step, eval_set: EvalSet, *, mode: str, n_styles: int, ext
                 truth = eval_set.truth[part, k]
                 truth_l1.append((outs - truth[:, None]).abs().mean(dim=(2, 3, 4)).mean(1).numpy())
                 ident_l1.append((src - truth).abs().mean(dim=(1, 2, 3)).numpy())
-        from medgan.metrics import frechet_distance
-
         row = {"mode": mode, "target": eval_set.domain_names[k], "n_sources": len(idx),
                "n_outputs": int(sum(len(f) for f in feats)),
                "fid": frechet_distance(np.concatenate(feats), real_feats[k]),
@@ -263,17 +264,16 @@ def score_translations(step, eval_set: EvalSet, *, mode: str, n_styles: int, ext
 
 @torch.no_grad()
 def real_baselines(eval_set: EvalSet, *, extractor: Any, classifier: torch.nn.Module | None = None,
-                   batch_size: int = 64) -> pd.DataFrame:
+                   batch_size: int = 64, cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """Held-out real images of each domain against the training images of that domain: the FID a
-    perfect translator could reach at these sample sizes, and the classifier's accuracy on real images."""
-    from medgan.metrics import frechet_distance
-
+    perfect translator could reach at these sample sizes, and the classifier's accuracy on real images.
+    ``cache_dir``: feature cache for both real sets."""
     rows = []
     for k, name in enumerate(eval_set.domain_names):
         held = eval_set.heldout_by_domain[k]
         row = {"mode": "real (held-out)", "target": name, "n_sources": len(held), "n_outputs": len(held),
-               "fid": frechet_distance(_features(extractor, held, batch_size),
-                                       _features(extractor, eval_set.real_by_domain[k], batch_size))}
+               "fid": frechet_distance(_features(extractor, held, batch_size, cache_dir),
+                                       _features(extractor, eval_set.real_by_domain[k], batch_size, cache_dir))}
         if classifier is not None:
             row["accuracy"] = float(np.mean(_predict(classifier, held, batch_size) == k))
         rows.append(row)
@@ -287,17 +287,14 @@ def snapshot_nets(step) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def checkpoint_steps(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
-    """(step, path) of every checkpoint kept in ``run_dir``, oldest first."""
-    from medgan.train.checkpoint import CheckpointIO
-
+    """(step, path) of every checkpoint kept in ``run_dir`` (the keyed run folder,
+    ``TrainResult.run_dir``), oldest first."""
     files = CheckpointIO(run_dir).list()
     return sorted(((int(p.stem.split("_")[1]), p) for p in files), key=lambda t: t[0])
 
 
 def load_checkpoint_nets(step, path: str | os.PathLike) -> int:
     """Load the networks (only) of one checkpoint file into ``step``; returns its iteration."""
-    from medgan.train.checkpoint import CheckpointIO
-
     state = CheckpointIO.load(path)
     for name, net in step.nets.items():
         if name not in state["nets"]:
@@ -309,8 +306,8 @@ def load_checkpoint_nets(step, path: str | os.PathLike) -> int:
 def evaluate_over_training(step, run_dir: str | os.PathLike, eval_set: EvalSet, *, modes: Sequence[str] = ("latent", "reference"),
                            initial: dict | None = None, progress: bool = True, **score_kwargs: Any) -> pd.DataFrame:
     """:func:`score_translations` for the initial weights (``initial`` from :func:`snapshot_nets`,
-    step 0) and every checkpoint of ``run_dir``; rows gain a ``step`` column. The newest
-    checkpoint is left loaded in ``step`` afterwards."""
+    step 0) and every checkpoint of ``run_dir`` (the keyed run folder, ``TrainResult.run_dir``);
+    rows gain a ``step`` column. The newest checkpoint is left loaded in ``step`` afterwards."""
     points: list[tuple[int, Any]] = ([(0, initial)] if initial is not None else []) + checkpoint_steps(run_dir)
     if not points:
         raise FileNotFoundError(f"{run_dir}: no checkpoints to evaluate")
@@ -327,135 +324,3 @@ def evaluate_over_training(step, run_dir: str | os.PathLike, eval_set: EvalSet, 
             frame.insert(0, "step", it)
             frames.append(frame)
     return pd.concat(frames, ignore_index=True)
-
-
-# --------------------------------------------------------------------------- scorers and claims
-@dataclass
-class Scorers:
-    """What scores translations: a feature extractor (FID), a distance (diversity), a domain classifier."""
-
-    extractor: Any
-    extractor_name: str
-    distance: DistanceSpec
-    classifier: torch.nn.Module
-    classifier_history: pd.DataFrame
-
-
-def build_scorers(train_images: torch.Tensor, train_labels: torch.Tensor, *, num_domains: int, eval_params: Any,
-                  run_dir: str | os.PathLike, seed: int = 0, device: str = "auto") -> Scorers:
-    """Train (or reload) the scorers on REAL training images only.
-
-    - extractor: ImageNet InceptionV3 when ``$MEDGAN_INCEPTION_WEIGHTS`` names a local file and
-      ``eval_params.extractor`` is ``auto``/``inception_v3``, else a ``domain_cnn`` trained on the
-      domain labels (saved to ``run_dir/domain_cnn.pt`` and reused);
-    - classifier: ``medgan.models.classifiers.build_classifier`` (softmax over the domains),
-      trained through the engine in ``run_dir/domain_classifier`` (a finished run is reloaded).
-
-    ``eval_params`` needs ``extractor``, ``domain_cnn`` {epochs, batch_size, lr, feature_dim,
-    width, num_blocks}, ``lpips_net`` and ``classifier`` {arch, width, steps, batch_size, lr}.
-    """
-    import json
-
-    from medgan import atomic
-    from medgan.metrics.features import INCEPTION_ENV, DomainCNN, get_extractor, train_domain_cnn
-    from medgan.models.classifiers import build_classifier
-    from medgan.train.classifier import ImageLabelDataset, train_classifier
-
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    channels = train_images.shape[1]
-    cfg = dict(eval_params.domain_cnn)
-    tag = json.dumps({**cfg, "n": len(train_images), "seed": seed, "sum": float(train_images.double().sum())},
-                     sort_keys=True)
-    path, tag_path = run_dir / "domain_cnn.pt", run_dir / "domain_cnn.json"
-    if path.is_file() and tag_path.is_file() and tag_path.read_text() == tag:
-        domain_cnn = DomainCNN.load(path)
-    else:
-        domain_cnn = train_domain_cnn(train_images, train_labels, channels=channels, num_classes=num_domains,
-                                      epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"], seed=seed,
-                                      feature_dim=cfg["feature_dim"], width=cfg["width"],
-                                      num_blocks=cfg["num_blocks"], device="cpu")
-        domain_cnn.save(path)
-        atomic.write_text(tag_path, tag)
-    choice = eval_params.extractor
-    weights = os.environ.get(INCEPTION_ENV)
-    if choice == "inception_v3" or (choice == "auto" and weights and Path(weights).is_file()):
-        extractor = get_extractor("inception_v3")
-    elif choice in ("auto", "domain_cnn"):
-        extractor = domain_cnn
-    else:
-        raise ValueError(f"eval.extractor must be auto, inception_v3 or domain_cnn, not {choice!r}")
-    # LPIPS proper when its ImageNet trunk is on this machine, else the LPIPS-style in-domain distance
-    distance = make_distance(extractor=domain_cnn, lpips_net=eval_params.lpips_net)
-    c = eval_params.classifier
-    torch.manual_seed(seed)
-    clf = build_classifier(c.arch, in_channels=channels, num_outputs=num_domains, head="softmax", width=c.width)
-    clf, history = train_classifier(clf, ImageLabelDataset(train_images, train_labels),
-                                    run_dir=run_dir / "domain_classifier", steps=c.steps, batch_size=c.batch_size,
-                                    lr=c.lr, seed=seed, device=device, desc="domain classifier")
-    return Scorers(extractor=extractor, extractor_name=getattr(extractor, "name", type(extractor).__name__),
-                   distance=distance, classifier=clf.eval(), classifier_history=history)
-
-
-def summary_table(scores: pd.DataFrame, baselines: pd.DataFrame, *, extractor_name: str,
-                  distance_name: str) -> pd.DataFrame:
-    """Per target domain and mode: the last checkpoint, the untrained generator (step 0 when present),
-    the identity mapping and real held-out images, side by side."""
-    last = scores[scores["step"] == scores["step"].max()].assign(row="trained (last checkpoint)")
-    parts = [last]
-    if (scores["step"] == 0).any():
-        parts.append(scores[scores["step"] == 0].assign(row="untrained generator"))
-    parts.append(baselines.assign(row=baselines["mode"]))
-    table = pd.concat(parts, ignore_index=True)
-    table["mode"] = table["mode"].where(~table["row"].isin(["identity", "real (held-out)"]), "—")
-    keep = ["row", "mode", "target", "fid", "lpips", "accuracy", "truth_l1", "identity_l1", "n_outputs"]
-    table = table[[c for c in keep if c in table.columns]]
-    return table.rename(columns={"fid": f"FID ({extractor_name})", "lpips": f"diversity ({distance_name})",
-                                 "accuracy": "target accuracy"})
-
-
-def check_claims(scores: pd.DataFrame, baselines: pd.DataFrame, *, num_domains: int) -> pd.DataFrame:
-    """The issue's bars and the paper's claims, each with the numbers behind the verdict."""
-    first_step = scores["step"].min()
-    last_step = scores["step"].max()
-    rows = []
-    for mode in sorted(set(scores["mode"])):
-        part = scores[scores["mode"] == mode]
-        f0 = part[part["step"] == first_step]["fid"].mean()
-        f1 = part[part["step"] == last_step]["fid"].mean()
-        rows.append({"claim": f"FID falls with training ({mode})", "evidence": f"mean FID {f0:.3g} at step {first_step} → {f1:.3g} at step {last_step}",
-                     "holds": bool(f1 < f0)})
-        l0 = part[part["step"] == part["step"][part["step"] > 0].min()]["lpips"].mean() if (part["step"] > 0).any() else float("nan")
-        l1 = part[part["step"] == last_step]["lpips"].mean()
-        rows.append({"claim": f"diversity (LPIPS) falls with training ({mode}; paper)",
-                     "evidence": f"{l0:.3g} at the first checkpoint → {l1:.3g} at the last", "holds": bool(l1 < l0)})
-        if "accuracy" in part:
-            acc = part[part["step"] == last_step]["accuracy"].mean()
-            rows.append({"claim": f"translations reach their target domain well above chance ({mode})",
-                         "evidence": f"mean target accuracy {acc:.2f} vs chance {1 / num_domains:.2f}",
-                         "holds": bool(acc > 2 / num_domains)})
-        if "truth_l1" in part:
-            t, i = part[part["step"] == last_step][["truth_l1", "identity_l1"]].mean()
-            rows.append({"claim": f"translations are closer to the true render than the source is ({mode})",
-                         "evidence": f"L1 to truth {t:.3f} vs identity {i:.3f}", "holds": bool(t < i)})
-    spread = scores[scores["step"] == last_step].groupby("mode")["fid"].agg(lambda v: v.max() / max(v.min(), 1e-12))
-    rows.append({"claim": "domain-to-domain differences of FID are small (paper)",
-                 "evidence": "max/min FID across targets at the last checkpoint: " +
-                             ", ".join(f"{m} {r:.2f}" for m, r in spread.items()),
-                 "holds": bool((spread < 2).all())})
-    return pd.DataFrame(rows)
-
-
-def stain_drop_table(scores: pd.DataFrame, *, stain_names: Sequence[str]) -> pd.DataFrame:
-    """Per-stain diversity at the first checkpoint after step 0 and at the last, with the relative change
-    — which stains carry the fall of diversity (the paper's explanation: 2 of the 5 stains)."""
-    trained = scores[scores["step"] > 0]
-    first, last = trained["step"].min(), trained["step"].max()
-    rows = []
-    for mode, part in trained.groupby("mode"):
-        for s in stain_names:
-            a = part[part["step"] == first][f"lpips_{s}"].mean()
-            b = part[part["step"] == last][f"lpips_{s}"].mean()
-            rows.append({"mode": mode, "stain": s, f"diversity at {first}": a, f"diversity at {last}": b,
-                         "relative change": (b - a) / a if a > 0 else float("nan")})
-    return pd.DataFrame(rows)

@@ -22,7 +22,9 @@ translation that does not beat it has not learned the mapping.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -30,6 +32,7 @@ import pandas as pd
 import torch
 
 from medgan import metrics
+from medgan.metrics import features as feats
 from medgan.metrics.bootstrap import BootstrapCI
 
 __all__ = ["HIGHER_IS_BETTER", "TranslationEvaluation", "choose_extractor", "evaluate_translations", "fid_with_subject_ci",
@@ -157,7 +160,8 @@ def paired_differences(per_image: pd.DataFrame, *, pairs: Sequence[tuple[str, st
 
 
 def choose_extractor(*, train_images: Any, train_labels: Any, channels: int, domain_cnn: Mapping[str, Any],
-                     prefer: str = "auto", device: str | None = None) -> torch.nn.Module:
+                     prefer: str = "auto", device: str | None = None,
+                     run_dir: str | os.PathLike | None = None) -> torch.nn.Module:
     """The FID feature network: ImageNet/FID InceptionV3 when its local weights exist, else a domain CNN.
 
     Args:
@@ -166,19 +170,18 @@ def choose_extractor(*, train_images: Any, train_labels: Any, channels: int, dom
         channels: image channels. domain_cnn: keyword options of ``train_domain_cnn``.
         prefer: "auto" (Inception if ``$MEDGAN_INCEPTION_WEIGHTS`` points at a file), "inception_v3"
             (required: raises ``WeightsNotFoundError`` without weights) or "domain_cnn".
+        run_dir: where the domain CNN trains through the engine (a finished run is reloaded);
+            ``None`` trains it afresh each call.
 
     Returns a module with ``.name`` (put it beside every number).
     """
-    import os
-
-    from medgan.metrics import features as feats
-
     if prefer not in ("auto", "inception_v3", "domain_cnn"):
         raise ValueError(f"prefer must be 'auto', 'inception_v3' or 'domain_cnn', not {prefer!r}")
     weights = os.environ.get(feats.INCEPTION_ENV)
     if prefer == "inception_v3" or (prefer == "auto" and weights and os.path.isfile(weights)):
         return feats.get_extractor("inception_v3")
-    return feats.train_domain_cnn(train_images, train_labels, channels=channels, device=device, **dict(domain_cnn))
+    return feats.train_domain_cnn(train_images, train_labels, channels=channels, device=device, run_dir=run_dir,
+                                  **dict(domain_cnn))
 
 
 def fid_with_subject_ci(pred_features: Any, pred_subjects: Sequence[str], real_features: Any,
@@ -276,7 +279,8 @@ def evaluate_translations(predictions: Mapping[str, Mapping[str, Any]], *, sourc
                           extractor_name: str | None = None, feature_batch_size: int = 64,
                           fid_references: Mapping[str, Mapping[str, tuple[Any, Sequence[str]]]] | None = None,
                           ssim_win_size: int = 11, n_boot: int = 1000, fid_n_boot: int = 200, alpha: float = 0.05,
-                          seed: int = 0, level: str = "subject") -> TranslationEvaluation:
+                          seed: int = 0, level: str = "subject",
+                          cache_dir: str | os.PathLike | None = None) -> TranslationEvaluation:
     """Score every method's translations against the truth and against the target distribution.
 
     Args:
@@ -295,15 +299,18 @@ def evaluate_translations(predictions: Mapping[str, Mapping[str, Any]], *, sourc
             e.g. real train images of the target domain (how low FID gets between real sets).
         data_range, ssim_win_size: see :func:`image_scores`.
         n_boot, fid_n_boot, alpha, seed, level: see :func:`summarize` / :func:`fid_with_subject_ci`.
+        cache_dir: with a feature extractor module, the feature cache folder
+            (``extract_features(..., cache_dir=...)``): features of images already seen by the same
+            extractor weights (the real reference sets, across re-runs) are read, not recomputed.
+            None: compute every time.
     """
     if isinstance(features, torch.nn.Module):
-        from medgan.metrics.features import extract_features
-
         module = features
         extractor_name = extractor_name or getattr(module, "name", type(module).__name__)
+        cache = Path(cache_dir) if cache_dir is not None else None
 
         def features(images):  # noqa: F811 - the module, run in batches
-            return extract_features(module, images, batch_size=feature_batch_size)[0]
+            return feats.extract_features(module, images, batch_size=feature_batch_size, cache_dir=cache)[0]
     extractor_name = extractor_name or getattr(features, "name", "features")
     methods = {**predictions, "identity": dict(sources)}
     per_image = []

@@ -150,6 +150,16 @@ class ItemListDataset(Dataset):
         return self.transform(item) if self.transform else item
 
 
+def stack_items(dataset: Dataset, key: str = "image") -> torch.Tensor:
+    """Every item's ``key`` tensor of a dataset, stacked: (N, C, H, W) for images."""
+    return torch.stack([dataset[i][key] for i in range(len(dataset))])
+
+
+def subjects_of(dataset: Dataset) -> list[str]:
+    """The pseudonymous subject key of every item, in order."""
+    return [dataset[i]["subject"] for i in range(len(dataset))]
+
+
 def filter_by_split(subjects: Sequence[str], split_map: dict[str, str] | None,
                     split: str | None) -> set[str]:
     """Subjects kept for ``split`` (all when ``split`` is None)."""

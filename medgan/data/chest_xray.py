@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from medgan.data.base import BadInputLog, DataError, ItemListDataset, filter_by_split, subject_key
 from medgan.data.dicom import pixel_values, read_dicom
+from medgan.data.phantoms.cxr import ALL_FINDINGS, slug
 from medgan.data.png_folders import read_png
 from medgan.data.splits import split_path, subject_split
 from medgan.data.transforms import resize
@@ -162,7 +163,6 @@ class ChestXray(ItemListDataset):
         super().__init__(records)
 
     def _masks(self, root: Path, path: Path, shape, image_size: int) -> np.ndarray:
-        from medgan.data.phantoms.cxr import ALL_FINDINGS, slug
         names = self.mask_findings or ALL_FINDINGS
         folder = root / "truth" / "masks" / path.stem
         masks = []

@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from skimage import filters, measure
 from tqdm.auto import tqdm
 
 from medgan.data.base import BadInputLog, DataError, ItemListDataset, filter_by_split, subject_key
@@ -245,13 +246,10 @@ class RxRx19a(ItemListDataset):
 
 def _nucleus_centres(hoechst: np.ndarray, *, min_area_px: int) -> list[tuple[int, int]]:
     """Centroids (row, col) of nuclei in a Hoechst image: Otsu threshold, connected components."""
-    from skimage.filters import threshold_otsu
-    from skimage.measure import label, regionprops
-
     if float(hoechst.max()) <= float(hoechst.min()):
         return []
-    foreground = hoechst > threshold_otsu(hoechst)
-    regions = [r for r in regionprops(label(foreground)) if r.area >= min_area_px]
+    foreground = hoechst > filters.threshold_otsu(hoechst)
+    regions = [r for r in measure.regionprops(measure.label(foreground)) if r.area >= min_area_px]
     return [(int(round(r.centroid[0])), int(round(r.centroid[1]))) for r in regions]
 
 

@@ -1,25 +1,26 @@
 """Every score the five studies report, as pure functions on arrays (numpy or torch).
 
-Distribution metrics take (N, D) features from one shared extractor (``medgan.metrics.features``),
-cached per dataset/split/extractor/preprocessing (``medgan.metrics.cache``); report the extractor's
-``.name`` beside every number. Computations run on the device the arrays are on (numpy: CPU;
+Distribution metrics take (N, D) features from one shared extractor (``medgan.metrics.features``);
+report the extractor's ``.name`` beside every number. Features of the same images by the same
+network are computed once: ``extract_features(..., cache_dir=...)`` keeps them in the feature
+cache (``medgan.metrics.cache``). Computations run on the device the arrays are on (numpy: CPU;
 torch tensors on CUDA: GPU).
 
 Typical use in a notebook::
 
-    extractor = get_extractor("domain_cnn", weights_path=run.dir / "domain_cnn.pth")
-    real, _ = cached_features({"dataset": "ct", "split": "test", "extractor": extractor.name,
-                               "preprocessing": {"window_hu": [-1000, 400], "size": 64}},
-                              lambda: extract_features(extractor, real_images, batch_size=64),
-                              cache_dir=data_dir() / "feature_cache")
+    extractor = train_domain_cnn(train_images, train_labels, channels=1, run_dir=run.dir / "domain_cnn")
+    real, _ = extract_features(extractor, real_images, batch_size=64, cache_dir=run.dir / "feature-cache")
     fake, fake_probs = extract_features(extractor, generated_images, batch_size=64)
     fid = frechet_distance(real, fake)          # report as f"FID ({extractor.name})"
+
+The extractor trains through the engine in ``run.dir / "domain_cnn" / <key>``, so a re-run
+reloads it, and its real-set features then come from the cache.
 """
 
 from medgan.metrics.bootstrap import BootstrapCI, MeanSD, bootstrap_ci, mean_sd
 from medgan.metrics.cache import cache_key, cached_features
 from medgan.metrics.features import (DomainCNN, WeightsNotFoundError, available_extractors, extract_features,
-                                     finetune_inception_v3, get_extractor, train_domain_cnn)
+                                     feature_cache_key, finetune_inception_v3, get_extractor, train_domain_cnn)
 from medgan.metrics.frechet import feature_statistics, frechet_distance, frechet_distance_from_stats
 from medgan.metrics.image_quality import psnr, ssim
 from medgan.metrics.inception_score import inception_score
@@ -42,5 +43,5 @@ __all__ = [
     "bootstrap_ci", "BootstrapCI", "mean_sd", "MeanSD",
     "memorization", "MemorizationResult",
     "get_extractor", "available_extractors", "extract_features", "train_domain_cnn", "finetune_inception_v3",
-    "DomainCNN", "WeightsNotFoundError", "cached_features", "cache_key",
+    "DomainCNN", "WeightsNotFoundError", "cached_features", "cache_key", "feature_cache_key",
 ]

@@ -1,9 +1,13 @@
 """Feature cache: features are computed once per (dataset, split, extractor, preprocessing)
 and re-used by every metric and every re-scoring of a study.
 
-The file name is the md5 of the canonical JSON of the key parts (as stylegan2-ada caches its
-feature statistics); the file is an ``.npz`` written atomically through ``medgan.atomic`` and
-also stores the key JSON, which is checked on load.
+Its caller is ``medgan.metrics.features.extract_features(..., cache_dir=...)``, whose key
+(``feature_cache_key``) holds the images' digest and shape and the extractor's name, architecture
+and weights. The file name is the md5 of the canonical JSON of the key parts (as stylegan2-ada
+caches its feature statistics); the file is an ``.npz`` written to a temporary file and
+``os.replace``-d into place (``medgan.atomic``), so a reader sees a whole file or none, and two
+processes filling the same entry both leave a whole one. It also stores the key JSON, which is
+checked on load.
 """
 
 from __future__ import annotations

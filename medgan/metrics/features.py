@@ -6,8 +6,8 @@ Registry (``get_extractor(name, **kwargs)``):
                               2015-12-05 graph (``pt_inception-2015-12-05-6726825d.pth``) or
                               torchvision's ImageNet ``inception_v3_google-0cc3c7bd.pth``; which one
                               is detected from the state dict and written into ``.name``.
-  ``finetuned_inception_v3``  an Inception fine-tuned by ``finetune_inception_v3`` (CT study recipe),
-                              loaded from the file that function saved.
+  ``finetuned_inception_v3``  an Inception fine-tuned by ``finetune_inception_v3`` (the CT study),
+                              loaded from the file that function saved (``save_path``).
   ``domain_cnn``              a small CNN trained on the study's own labels (``train_domain_cnn``),
                               loaded from its saved file; the default when ImageNet weights are absent.
 
@@ -18,12 +18,20 @@ Images are (N, C, H, W) float in [-1, 1].
 Inception channel handling: C = 3 as is; C = 1 repeated to RGB; any other C (5-stain cells) —
 each channel is fed as a grey image and the per-channel features are averaged
 (``channel_mode="mean"``, D = 2048) or concatenated (``channel_mode="concat"``, D = 2048·C).
+
+Both trainings (``train_domain_cnn``, ``finetune_inception_v3``) run through the one engine
+(:func:`medgan.train.engine.train` with :class:`ExtractorStep`): its device rule, progress bar,
+JSONL log and, given a ``run_dir``, its keyed run folder, so a finished training is reloaded and
+an interrupted one resumes.
+
+``extract_features(..., cache_dir=...)`` serves repeated extractions of the same images by the
+same network from the feature cache (:mod:`medgan.metrics.cache`); see :func:`feature_cache_key`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -31,13 +39,19 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torchvision.models import inception_v3
 from tqdm.auto import tqdm
 
 from medgan.atomic import torch_load, torch_save
+from medgan.metrics.cache import cached_features
+from medgan.train.classifier import ImageLabelDataset
+from medgan.train.engine import TrainResult, train
+from medgan.train.fingerprint import network_identity, tensor_digest
+from medgan.train.step import StepContext, TrainingStep
 
 __all__ = ["get_extractor", "extract_features", "register_extractor", "available_extractors",
-           "InceptionV3Extractor", "DomainCNN", "train_domain_cnn", "finetune_inception_v3",
-           "WeightsNotFoundError", "INCEPTION_ENV"]
+           "InceptionV3Extractor", "DomainCNN", "train_domain_cnn", "finetune_inception_v3", "ExtractorStep",
+           "feature_cache_key", "WeightsNotFoundError", "INCEPTION_ENV"]
 
 INCEPTION_ENV = "MEDGAN_INCEPTION_WEIGHTS"
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -68,14 +82,13 @@ def _inception_weights_path(weights_path: str | os.PathLike | None) -> Path:
 
 def _build_inception(variant: str, num_classes: int) -> nn.Module:
     """Inception V3 module without weights or downloads; ``variant`` 'fid' patches pytorch-fid's blocks."""
-    from torchvision.models import inception_v3
-
     # init_weights=False: the weights are overwritten anyway, and the truncated-normal init is slow.
     net = inception_v3(weights=None, aux_logits=False, init_weights=False, num_classes=num_classes,
                        transform_input=False)
     if variant == "fid":
         # pytorch-fid's TF-port blocks (different pooling than torchvision); building them
         # directly, not through pytorch_fid.inception.fid_inception_v3, avoids its download.
+        # pytorch-fid is optional (a test extra): only the FID weights file needs it.
         from pytorch_fid import inception as fid
 
         net.Mixed_5b = fid.FIDInceptionA(192, pool_features=32)
@@ -133,6 +146,10 @@ class InceptionV3Extractor(nn.Module):
         self.feature_dim = 2048
         self.num_classes = int(net.fc.out_features)
 
+    def extra_repr(self) -> str:
+        # In the printed architecture, hence in the training fingerprint and the feature-cache key.
+        return f"channel_mode={self.channel_mode!r}, resize_to={self.resize_to}"
+
     def _pool_and_logits(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = self.net
         x = F.interpolate(rgb, size=(self.resize_to, self.resize_to), mode="bilinear", align_corners=False)
@@ -179,7 +196,8 @@ def finetune_inception_v3(images: Any, labels: Any, *, weights_path: str | os.Pa
                           epochs: int = 10, batch_size: int = 32, lr: float = 1e-4,
                           device: str | torch.device | None = None, seed: int = 0,
                           num_classes: int = 2, save_path: str | os.PathLike | None = None,
-                          resize_to: int = 299) -> InceptionV3Extractor:
+                          resize_to: int = 299, run_dir: str | os.PathLike | None = None,
+                          progress: bool = True) -> InceptionV3Extractor:
     """The CT study's extractor: ImageNet Inception V3 fine-tuned on the study's training images.
 
     Args:
@@ -187,38 +205,34 @@ def finetune_inception_v3(images: Any, labels: Any, *, weights_path: str | os.Pa
         labels: (N,) integer class labels in [0, num_classes).
         weights_path: local torchvision ImageNet (or pytorch-fid) Inception weights; else
             ``$MEDGAN_INCEPTION_WEIGHTS``.
-        epochs, batch_size, lr, seed: Adam fine-tuning of all layers with a new ``num_classes`` head.
-        save_path: if given, the fine-tuned network is saved there (atomically) for
+        epochs, batch_size, lr, seed: Adam fine-tuning of all layers with a new ``num_classes`` head,
+            through the engine (an epoch = N // batch_size full batches, reshuffled each epoch).
+        device: ``None`` or ``"auto"``: the engine's rule (this rank's CUDA device, else MPS, else CPU).
+        save_path: if given, the fine-tuned network is also saved there (atomically) for
             ``get_extractor('finetuned_inception_v3', weights_path=save_path)``.
+        resize_to: input side after bilinear resizing (299 is the standard).
+        run_dir: the engine's job folder; the run lands in ``run_dir/<key>`` (keyed by the
+            initial weights, settings, seed and images), and a finished run there is reloaded
+            instead of retrained. ``None``: a temporary folder, nothing kept.
+        progress: show the engine's progress bar.
 
     Returns:
-        An extractor giving the fine-tuned 2048-d pool features and the new head's logits.
+        An extractor (eval mode) giving the fine-tuned 2048-d pool features and the new head's
+        logits; ``.name`` ends in ``#<digest of the trained weights>``, ``.history`` is the
+        engine's log (step, epoch, loss, accuracy), ``.run_dir`` the run folder (or None).
     """
     base = load_inception_v3(weights_path, resize_to=resize_to)
-    torch.manual_seed(seed)
+    x_all, y_all = _training_tensors(images, labels)
+    _check_labels(y_all, num_classes)
+    torch.manual_seed(seed)  # the new head's initial weights are part of the run's fingerprint
     net = base.net
     net.fc = nn.Linear(2048, num_classes)
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    x_all = torch.as_tensor(np.asarray(images), dtype=torch.float32)
-    y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    _check_training_data(x_all, y_all, num_classes)
-    extractor = InceptionV3Extractor(net, name="", resize_to=resize_to).to(device)
-    optimiser = torch.optim.Adam(extractor.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    extractor.train()
-    for _ in tqdm(range(epochs), desc="fine-tune inception_v3", unit="epoch"):
-        for idx in torch.randperm(len(x_all), generator=generator).split(batch_size):
-            if len(idx) < 2:  # BatchNorm needs > 1 sample per batch in training mode
-                continue
-            _, logits = extractor(x_all[idx].to(device))
-            loss = F.cross_entropy(logits, y_all[idx].to(device))
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-    extractor.eval()
-    fingerprint = _state_fingerprint(extractor.net.state_dict())
+    extractor = InceptionV3Extractor(net, name="finetuned_inception_v3[training]", resize_to=resize_to)
+    _train_extractor(extractor, x_all, y_all, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                     device=device, run_dir=run_dir, progress=progress, desc="fine-tune inception_v3")
     base_description = base.name[len("inception_v3["):-1]
-    extractor.name = f"finetuned_inception_v3[{base_description},{num_classes}cls,{epochs}ep,seed{seed}]#{fingerprint}"
+    extractor.name = (f"finetuned_inception_v3[{base_description},{num_classes}cls,{epochs}ep,seed{seed}]"
+                      f"#{_weights_digest(extractor.net)}")
     if save_path is not None:
         torch_save({"state_dict": extractor.net.state_dict(), "name": extractor.name,
                     "variant": "fid" if "pytorch-fid" in base.name else "torchvision",
@@ -309,71 +323,126 @@ class DomainCNN(nn.Module):
         return model.eval()
 
 
-def _check_training_data(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
+class ExtractorStep(TrainingStep):
+    """The engine step of both extractor trainings: cross-entropy on the class head, Adam.
+
+    Args:
+        net: a module whose ``forward(images) -> (features, logits)`` (``DomainCNN``,
+            ``InceptionV3Extractor``); batches are items of the data contract (``image``, ``label``).
+        lr: Adam learning rate (constant, so a longer run continues a shorter one).
+    """
+
+    def __init__(self, net: nn.Module, *, lr: float):
+        super().__init__(nets={"extractor": net}, optimizers={"extractor": torch.optim.Adam(net.parameters(), lr=lr)})
+
+    def train_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, float]:
+        net, opt = self.nets["extractor"], self.optimizers["extractor"]
+        images, labels = batch["image"], batch["label"].long()
+        opt.zero_grad(set_to_none=True)
+        with ctx.autocast():
+            _, logits = net(images)
+        loss = F.cross_entropy(logits.float(), labels)
+        ctx.backward(loss)
+        ctx.optimizer_step(opt)
+        return {"loss": loss.item(), "accuracy": (logits.argmax(1) == labels).float().mean().item()}
+
+
+class _LabelledImages(ImageLabelDataset):
+    """Training images and labels with a cheap content fingerprint (two array hashes, not one per item)."""
+
+    def fingerprint(self) -> dict[str, str]:
+        return {"images": tensor_digest(self.images), "labels": tensor_digest(self.labels)}
+
+
+def _training_tensors(images: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C, H, W) float32 and (N,) int64 CPU tensors from arrays or tensors, shapes checked."""
+    x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images).float().cpu()
+    y = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels).long().cpu()
     if x.ndim != 4:
         raise ValueError(f"images: expected (N, C, H, W), got {tuple(x.shape)}")
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"labels: expected ({x.shape[0]},) integer labels, got shape {tuple(y.shape)}")
+    return x, y
+
+
+def _check_labels(y: torch.Tensor, num_classes: int) -> None:
     if y.min() < 0 or y.max() >= num_classes:
         raise ValueError(f"labels must lie in [0, {num_classes}), got range [{int(y.min())}, {int(y.max())}]")
 
 
-def _state_fingerprint(state: dict) -> str:
-    digest = hashlib.md5()
-    for key in sorted(state):
-        digest.update(key.encode())
-        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:8]
+def _weights_digest(net: nn.Module) -> str:
+    """8 hex digits naming a network's weights and buffers (the ``#...`` of an extractor's name)."""
+    return network_identity(net)["weights"][:8]
+
+
+def _train_extractor(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epochs: int, batch_size: int,
+                     lr: float, seed: int, device: str | torch.device | None, run_dir: str | os.PathLike | None,
+                     progress: bool, desc: str) -> TrainResult:
+    """``epochs`` epochs of :class:`ExtractorStep` through the engine; ``net`` ends trained, in eval mode.
+
+    Sets ``net.history`` (the engine's log with an ``epoch`` column) and ``net.run_dir``.
+    """
+    dataset = _LabelledImages(images, labels)
+    batch = min(batch_size, len(dataset))
+    if batch < 2:  # BatchNorm needs > 1 sample per batch in training mode
+        raise ValueError(f"{desc}: need at least 2 training images and batch_size >= 2, got {len(dataset)} "
+                         f"images and batch_size={batch_size}")
+    steps_per_epoch = len(dataset) // batch  # the engine drops the last partial batch
+    options = dict(total_steps=epochs * steps_per_epoch, batch_size=batch, seed=seed,
+                   device="auto" if device is None else str(device), log_every=steps_per_epoch,
+                   progress=progress, desc=desc)
+    step = ExtractorStep(net, lr=lr)
+    if run_dir is None:
+        with tempfile.TemporaryDirectory(prefix="medgan-extractor-") as tmp:
+            result = train(step, dataset, run_dir=tmp, **options)
+        net.run_dir = None
+    else:
+        result = train(step, dataset, run_dir=run_dir, **options)
+        net.run_dir = result.run_dir
+    history = result.history.copy()
+    if len(history):
+        history.insert(1, "epoch", history["step"] / steps_per_epoch)
+    net.history = history
+    net.eval()
+    return result
 
 
 def train_domain_cnn(images: Any, labels: Any, *, channels: int, epochs: int = 10, batch_size: int = 64,
                      lr: float = 1e-3, seed: int = 0, device: str | torch.device | None = None,
                      num_classes: int | None = None, feature_dim: int = 128, width: int = 32,
-                     num_blocks: int = 4) -> DomainCNN:
+                     num_blocks: int = 4, run_dir: str | os.PathLike | None = None,
+                     progress: bool = True) -> DomainCNN:
     """Train a ``DomainCNN`` on the study's own labels (domains, survival class, findings).
 
     Args:
-        images: (N, channels, H, W) float images in [-1, 1] (numpy or torch, on CPU).
+        images: (N, channels, H, W) float images in [-1, 1] (numpy or torch).
         labels: (N,) integer labels; num_classes defaults to max(label) + 1.
-        epochs, batch_size, lr, seed: Adam, cross-entropy, reshuffled each epoch.
+        epochs, batch_size, lr, seed: Adam, cross-entropy, through the engine (an epoch =
+            N // batch_size full batches, reshuffled each epoch).
+        device: ``None`` or ``"auto"``: the engine's rule (this rank's CUDA device, else MPS, else CPU).
+        feature_dim, width, num_blocks: the network (see :class:`DomainCNN`).
+        run_dir: the engine's job folder; the run lands in ``run_dir/<key>`` (keyed by the network,
+            its initial weights, the settings, the seed and the images), and a finished run there is
+            reloaded instead of retrained. ``None``: a temporary folder, nothing kept.
+        progress: show the engine's progress bar.
 
     Returns:
-        The trained network in eval mode; ``.name`` = domain_cnn[...]#<weights md5>, and
-        ``.history`` = list of (epoch, mean training loss, training accuracy).
+        The trained network in eval mode; ``.name`` = domain_cnn[...]#<digest of the trained
+        weights>, ``.history`` = the engine's log (step, epoch, loss, accuracy: means over each
+        epoch's training batches), ``.run_dir`` the run folder (or None).
     """
-    x_all = torch.as_tensor(np.asarray(images), dtype=torch.float32)
-    y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    if x_all.ndim != 4 or x_all.shape[1] != channels:
+    x_all, y_all = _training_tensors(images, labels)
+    if x_all.shape[1] != channels:
         raise ValueError(f"images: expected (N, {channels}, H, W), got {tuple(x_all.shape)}")
     num_classes = int(y_all.max()) + 1 if num_classes is None else num_classes
-    _check_training_data(x_all, y_all, num_classes)
-    torch.manual_seed(seed)
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    _check_labels(y_all, num_classes)
+    torch.manual_seed(seed)  # the initial weights are part of the run's fingerprint
     model = DomainCNN(in_channels=channels, num_classes=num_classes, feature_dim=feature_dim, width=width,
-                      num_blocks=num_blocks).to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    history = []
-    for epoch in tqdm(range(epochs), desc="train domain_cnn", unit="epoch"):
-        model.train()
-        total_loss, correct, seen = 0.0, 0, 0
-        for idx in torch.randperm(len(x_all), generator=generator).split(batch_size):
-            if len(idx) < 2:  # BatchNorm needs > 1 sample per batch in training mode
-                continue
-            xb, yb = x_all[idx].to(device), y_all[idx].to(device)
-            _, logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            total_loss += loss.item() * len(idx)
-            correct += int((logits.argmax(dim=1) == yb).sum())
-            seen += len(idx)
-        history.append((epoch, total_loss / max(seen, 1), correct / max(seen, 1)))
-    model.eval()
-    model.history = history
+                      num_blocks=num_blocks)
+    _train_extractor(model, x_all, y_all, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                     run_dir=run_dir, progress=progress, desc="train domain_cnn")
     model.name = (f"domain_cnn[{channels}ch,{num_classes}cls,d{feature_dim},{epochs}ep,seed{seed}]"
-                  f"#{_state_fingerprint(model.state_dict())}")
+                  f"#{_weights_digest(model)}")
     return model
 
 
@@ -430,8 +499,27 @@ def _batches(images_or_loader: Any, batch_size: int) -> Iterable[torch.Tensor]:
         yield torch.as_tensor(batch)
 
 
+def feature_cache_key(extractor: nn.Module, images: np.ndarray | torch.Tensor) -> dict[str, Any]:
+    """The feature-cache key of ``extract_features(extractor, images)``: everything that changes the features.
+
+    - the images: a SHA-256 of their dtype, shape and bytes (``dataset``), and their shape (``split``);
+    - the extractor: its ``.name``, plus its class, a hash of its printed architecture (which holds
+      its settings, e.g. Inception's ``channel_mode`` and ``resize_to``) and a hash of its current
+      weights and buffers (``network``), so a retrained or fine-tuned network never reads the
+      features of another;
+    - the preprocessing ``extract_features`` applies: a float32 cast and the extractor's own
+      channel handling and resizing.
+    """
+    return {"dataset": tensor_digest(images), "split": list(images.shape),
+            "extractor": getattr(extractor, "name", type(extractor).__name__),
+            "network": network_identity(extractor),
+            "preprocessing": {"dtype": "float32", "channel_mode": getattr(extractor, "channel_mode", None),
+                              "resize_to": getattr(extractor, "resize_to", None)}}
+
+
 def extract_features(extractor: nn.Module, images_or_loader: Any, *, batch_size: int = 64,
-                     device: str | torch.device | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                     device: str | torch.device | None = None,
+                     cache_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Run an extractor over images in eval mode without gradients.
 
     Args:
@@ -439,10 +527,18 @@ def extract_features(extractor: nn.Module, images_or_loader: Any, *, batch_size:
         images_or_loader: (N, C, H, W) array/tensor in [-1, 1], or an iterable of such batches
             (tuples/lists: first element; dicts: the 'image' key).
         batch_size: used for arrays only; device: default the extractor's device.
+        cache_dir: with an array or tensor, the features are looked up in (and added to) the
+            feature cache there (:mod:`medgan.metrics.cache`), keyed by :func:`feature_cache_key`
+            (the images' bytes, the extractor's name, architecture and weights); a hit runs no
+            forward pass. Loaders are never cached (their content is not known up front).
 
     Returns:
         (features (N, D) float32, softmax probabilities (N, classes) float64 or None).
     """
+    if cache_dir is not None and isinstance(images_or_loader, (np.ndarray, torch.Tensor)):
+        return cached_features(feature_cache_key(extractor, images_or_loader),
+                               lambda: extract_features(extractor, images_or_loader, batch_size=batch_size,
+                                                        device=device), cache_dir=cache_dir)
     device = torch.device(device) if device is not None else next(extractor.parameters()).device
     extractor = extractor.to(device).eval()
     feats, probs = [], []

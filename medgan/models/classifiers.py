@@ -21,9 +21,10 @@ from typing import Sequence
 
 import torch
 from torch import nn
-
-from medgan.models.blocks import count_parameters  # noqa: F401  (re-exported)
 from torchvision.models import resnet as tv_resnet
+
+from medgan import atomic
+from medgan.models.blocks import count_parameters  # noqa: F401  (re-exported)
 
 __all__ = ["ARCHITECTURES", "HEADS", "Classifier", "build_classifier", "count_parameters", "small_resnet"]
 
@@ -155,8 +156,6 @@ def build_classifier(arch: str = "resnet50", *, in_channels: int = 1, num_output
     _replace_conv1(backbone, in_channels)
     model = Classifier(backbone, head=head, arch=arch, in_channels=in_channels, num_outputs=num_outputs)
     if weights_path is not None:
-        from medgan import atomic
-
         state = atomic.torch_load(weights_path)
         try:
             model.load_state_dict(state)

@@ -22,6 +22,7 @@ The generator's raw output is linear (as in the paper, no tanh); :meth:`Generato
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass
 
@@ -278,8 +279,6 @@ class PGGANConfig:
 
 def build_pggan(config: PGGANConfig) -> dict[str, nn.Module]:
     """``{"G": Generator, "D": Discriminator, "G_ema": copy of G}``, all at full resolution (depth = max)."""
-    import copy
-
     c = config
     G = Generator(resolution=c.resolution, channels=c.channels, z_dim=c.z_dim, fmap_base=c.fmap_base,
                   fmap_max=c.fmap_max, width=c.width)

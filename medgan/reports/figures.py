@@ -7,7 +7,11 @@ from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
+import torch
+from IPython.display import display
+
+from medgan.train.engine import read_log
+
 
 def _as_numpy(images) -> np.ndarray:
     if hasattr(images, "detach"):
@@ -75,8 +79,6 @@ def plot_training_log(run_dir_or_df, *, keys: Sequence[str] | None = None, title
         smooth: rolling-mean window in log rows (1 = raw).
     """
     if isinstance(run_dir_or_df, (str, Path)):
-        from medgan.train.engine import read_log
-
         df = read_log(run_dir_or_df)
     else:
         df = run_dir_or_df
@@ -106,8 +108,6 @@ def plot_training_log(run_dir_or_df, *, keys: Sequence[str] | None = None, title
 def show_figure(fig: plt.Figure) -> None:
     """Display a figure in the notebook (embedded in the HTML report) and free it."""
     try:
-        from IPython.display import display
-
         display(fig)
     finally:
         plt.close(fig)
@@ -138,8 +138,6 @@ def sample_progress(run_dir: str | Path, *, max_grids: int = 4, title: str | Non
 def dataset_grid(dataset, *, n: int = 16, nrow: int = 8, key: str = "image", title: str | None = None,
                  **kwargs) -> plt.Figure:
     """The first ``n`` items' ``key`` tensors of a medgan dataset as an :func:`image_grid`."""
-    import torch
-
     n = min(n, len(dataset))
     images = torch.stack([dataset[i][key] for i in range(n)])
     return image_grid(images, nrow=nrow, title=title, **kwargs)

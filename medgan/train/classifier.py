@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from medgan.train.engine import select_device, train
+from medgan.train.fingerprint import digest, tensor_digest
 from medgan.train.step import StepContext, TrainingStep
 
 __all__ = ["ClassifierStep", "ImageLabelDataset", "classification_loss", "predict_proba", "train_classifier"]
@@ -126,6 +127,10 @@ class ImageLabelDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def fingerprint(self) -> str:
+        """Hash of the images, labels and subjects (the engine's dataset identity)."""
+        return digest([tensor_digest(self.images), tensor_digest(self.labels), self.subjects])[:16]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         label = self.labels[i]

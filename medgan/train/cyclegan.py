@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from medgan import losses
+from medgan.train.fingerprint import dataset_identity, digest
 from medgan.train.step import StepContext, TrainingStep, set_requires_grad
 
 __all__ = ["CycleGANStep", "ImagePool", "UnpairedDataset", "linear_decay_factor", "translate"]
@@ -99,6 +100,10 @@ class UnpairedDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.a) * len(self.b)
+
+    def fingerprint(self) -> str:
+        """The two sides' identities (hashing every combination would cost len(a) * len(b) items)."""
+        return digest([dataset_identity(self.a), dataset_identity(self.b), self.key_a, self.key_b])[:16]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         i, j = divmod(int(index), len(self.b))

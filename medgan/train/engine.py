@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 from medgan import atomic
@@ -113,8 +114,6 @@ def _to_device(batch: Any, device: torch.device) -> Any:
 
 
 def _save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
-    from torchvision.utils import save_image
-
     images = images.detach().float().cpu()
     if images.shape[1] not in (1, 3):
         images = images[:, :3] if images.shape[1] > 3 else images[:, :1]

@@ -4,8 +4,10 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from medgan.analysis.anogan import (anomaly_maps, anomaly_scores, detection_table, dice, invert, localisation,
-                                    mean_image_residual, smooth_residual, threshold_at_specificity)
+from medgan.analysis.anogan import (anomaly_maps, anomaly_scores, compare_localisation, detection_table, dice,
+                                    evaluate_anomaly_detection, invert, localisation, mean_image_residual,
+                                    smooth_residual, threshold_at_specificity)
+from medgan.metrics.roc import delong_test
 
 
 class BlobGenerator(nn.Module):
@@ -78,8 +80,6 @@ def test_dice_and_mean_image_baseline():
 
 
 def test_evaluate_anomaly_detection_beats_the_mean_image_on_a_toy_generator():
-    from medgan.analysis.anogan import evaluate_anomaly_detection
-
     G = BlobGenerator()
     g = torch.Generator().manual_seed(0)
     normal_train = G(torch.randn(64, 2, generator=g))
@@ -103,7 +103,6 @@ def test_evaluate_anomaly_detection_beats_the_mean_image_on_a_toy_generator():
     # The CI brackets the estimate; the DeLong column compares each method with AnoGAN on the same queries.
     assert ano["AUROC low"] <= ano["image AUROC"] <= ano["AUROC high"] and np.isnan(ano["DeLong p vs AnoGAN"])
     labels = (np.array(findings) != "normal").astype(int)
-    from medgan.metrics.roc import delong_test
     expected = delong_test(labels, ev.scores["AnoGAN (PGGAN inversion)"], ev.scores["mean normal image (baseline)"])[2]
     assert base["DeLong p vs AnoGAN"] == pytest.approx(expected)
     test = ev.localisation_test
@@ -131,8 +130,6 @@ def test_smoothing_cancels_alternating_noise_but_keeps_a_lesion():
 
 
 def test_compare_localisation_paired_bootstrap():
-    from medgan.analysis.anogan import compare_localisation
-
     rng = np.random.default_rng(0)
     masks = np.zeros((30, 1, 12, 12)); masks[:, 0, 4:8, 4:8] = 1
     good = masks[:, 0] + 0.3 * rng.random((30, 12, 12))      # lesion clearly above the rest

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from medgan.analysis.classifier_fidelity import (compare_aurocs, confusion_matrix, evaluate_binary,
-                                                 match_class_counts, pseudo_label, three_step_table)
+                                                 match_class_counts, pseudo_label, three_step_evaluation,
+                                                 three_step_table)
 
 
 def test_pseudo_label_rule_0p7_0p3():
@@ -56,8 +57,6 @@ def test_delong_hand_checked_example():
 
 
 def test_three_step_evaluation_reports_three_aurocs_and_delong():
-    from medgan.analysis.classifier_fidelity import three_step_evaluation
-
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 300)
     real = np.clip(y * 0.6 + rng.normal(0.2, 0.15, 300), 0, 1)

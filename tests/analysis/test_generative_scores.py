@@ -2,7 +2,6 @@
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 
 from medgan.analysis import generative_scores as gs
@@ -98,18 +97,32 @@ def test_protocol_end_to_end_with_a_toy_extractor():
     assert res.images["uniform"].shape == (40, 1, 4, 4)
 
 
-def test_paper_table_and_claims():
-    paper = gs.paper_table_1()
-    assert paper.loc["PGGAN", "FID"].startswith("6.79") and paper.loc["DCGAN", "Improved precision"].startswith("0.202")
-    assert list(paper.columns) == gs.METRIC_ORDER
-    long = pd.DataFrame([
-        {"row": "DCGAN", "seed": s, "IS": 1.12, "FID": 120 + s, "Improved precision": 0.2, "Improved recall": 0.34} for s in range(3)] + [
-        {"row": "PGGAN", "seed": s, "IS": 1.18, "FID": 6.8 + s / 10, "Improved precision": 0.7, "Improved recall": 0.87} for s in range(3)] + [
-        {"row": "PGGAN (untrained)", "seed": 0, "IS": 1.0, "FID": 300, "Improved precision": 0.0, "Improved recall": 0.0}])
-    numbers, _ = gs.summarise(long)
-    spread = pd.DataFrame([{"model": "PGGAN", "run": r, "PRD F_8 (recall)": 0.9 + r / 100, "PRD F_1/8 (precision)": 0.9,
-                            "Improved precision": 0.7, "Improved recall": 0.87} for r in range(5)])
-    sweep = pd.DataFrame([{"model": "PGGAN", "seed": 0, "k": k, "precision": k / 10, "recall": k / 10} for k in (1, 2, 3)])
-    claims = gs.check_claims(numbers, spread, sweep, untrained={"PGGAN": "PGGAN (untrained)"})
-    assert claims["holds"].all(), claims
-    assert len(claims) == 5
+def test_protocol_reuses_cached_reference_and_real_features(tmp_path, monkeypatch):
+    calls = []
+
+    class Ext(torch.nn.Module):
+        name = "toy-cached"
+
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(16, 6)
+
+        def forward(self, x):
+            calls.append(len(x))
+            f = self.lin(x.flatten(1))
+            return f, f[:, :2]
+
+    torch.manual_seed(0)
+    ext = Ext()
+    ref = torch.rand(30, 1, 4, 4) * 2 - 1
+    real = torch.rand(30, 1, 4, 4) * 2 - 1
+    gens = {"constant": {"fn": lambda z: torch.zeros(len(z), 1, 4, 4), "z_dim": 3}}
+    first = gs.run_protocol(gens, ext, reference_images=ref, real_images=real, seeds=[0, 1],
+                            cache_dir=tmp_path, batch_size=64, **KW)
+    assert calls and list(tmp_path.glob("*.npz"))
+    calls.clear()
+    again = gs.run_protocol(gens, ext, reference_images=ref, real_images=real, seeds=[0, 1],
+                            cache_dir=tmp_path, batch_size=64, **KW)
+    assert calls == []  # a second run embeds nothing
+    np.testing.assert_array_equal(first.reference[0], again.reference[0])
+    pd.testing.assert_frame_equal(first.long, again.long)

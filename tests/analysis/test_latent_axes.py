@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from medgan.analysis.latent_axes import (axis_cosines, class_balance_weights, fit_latent_axes, score_walk,
-                                         single_finding_filter, walk_along_axis)
+from medgan.analysis.latent_axes import (axis_cosines, class_balance_weights, discover_axes, fit_latent_axes,
+                                         sample_and_score, score_walk, single_finding_filter, walk_along_axis,
+                                         walk_likelihoods, walk_summary)
 
 
 def test_single_finding_filter():
@@ -55,8 +56,6 @@ def test_walk_raises_the_score_along_the_axis():
 
 
 def test_discover_axes_end_to_end_on_a_toy_generator():
-    from medgan.analysis.latent_axes import discover_axes, sample_and_score, walk_likelihoods
-
     d = 6
     planted = np.eye(d)[:3]  # class k's likelihood rises along latent dimension k
 
@@ -80,8 +79,6 @@ def test_discover_axes_end_to_end_on_a_toy_generator():
 
 
 def test_walk_summary_correlations():
-    from medgan.analysis.latent_axes import walk_summary
-
     steps = [0, 1, 2]
     probs = np.zeros((2, 3, 2)); probs[:, :, 1] = [[0.1, 0.5, 0.9], [0.0, 0.4, 0.8]]
     table = walk_summary({"a": (None, probs)}, ["normal", "a"], steps, severity={"a": np.array([[0, .2, .5]] * 2)})

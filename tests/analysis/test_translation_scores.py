@@ -105,3 +105,38 @@ def test_evaluate_translations_end_to_end():
     assert (s[s.metric == "fid"]["extractor"] == "toy").all()
     table = ev.table("ssim")
     assert list(table.index) == ["good", "poor", "identity"] and "[" in table.loc["good", "A->B"]
+
+
+class _CountingExtractor(torch.nn.Module):
+    """A toy feature network (features = a linear map of the pixels) that counts the images it sees."""
+
+    name = "counting"
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(16 * 16, 6)
+        self.images_seen = 0
+
+    def forward(self, x):
+        self.images_seen += len(x)
+        return self.linear(x.flatten(1)), None
+
+
+def test_evaluate_translations_reads_features_from_the_cache(tmp_path):
+    torch.manual_seed(0)
+    truth, subjects = _images(n=8, seed=7), [f"s{i // 2}" for i in range(8)]
+    extractor = _CountingExtractor()
+    kwargs = dict(sources={"A->B": -truth}, subjects={"A->B": subjects}, truths={"A->B": truth},
+                  real_targets={"A->B": (truth, subjects)}, features=extractor, data_range=2.0, ssim_win_size=7,
+                  n_boot=20, fid_n_boot=5)
+    first = ts.evaluate_translations({"m": {"A->B": truth * 0.9}}, cache_dir=tmp_path, **kwargs)
+    assert extractor.images_seen == 3 * 8 and first.extractor == "counting"  # real set, "m", identity
+    extractor.images_seen = 0
+    again = ts.evaluate_translations({"m": {"A->B": truth * 0.9}, "new": {"A->B": truth * 0.5}},
+                                     cache_dir=tmp_path, **kwargs)
+    assert extractor.images_seen == 8  # only the new method's images; the real set and the rest came from the cache
+    shared = again.summary[again.summary.method != "new"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(first.summary, shared)
+    extractor.images_seen = 0
+    ts.evaluate_translations({"m": {"A->B": truth * 0.9}}, **kwargs)  # no cache_dir: everything computed again
+    assert extractor.images_seen == 3 * 8

@@ -92,19 +92,36 @@ def test_multichannel_inputs_mean_or_concat(fid_weights):
     assert "concat" in concat_ext.name
 
 
-def test_finetune_saves_and_reloads(imagenet_weights, tmp_path):
+def _count_train_steps(monkeypatch):
+    calls = []
+    original = feat.ExtractorStep.train_step
+
+    def counted(self, batch, ctx):
+        calls.append(ctx.step)
+        return original(self, batch, ctx)
+
+    monkeypatch.setattr(feat.ExtractorStep, "train_step", counted)
+    return calls
+
+
+def test_finetune_saves_and_reloads(imagenet_weights, tmp_path, monkeypatch):
     path, _ = imagenet_weights
+    steps = _count_train_steps(monkeypatch)
     images = np.random.default_rng(0).uniform(-1, 1, size=(6, 1, 32, 32)).astype(np.float32)
     labels = np.array([0, 1] * 3)
     save = tmp_path / "ft.pth"
-    extractor = finetune_inception_v3(images, labels, weights_path=path, epochs=1, batch_size=3, lr=1e-4,
-                                      device="cpu", seed=0, save_path=save, resize_to=75)
+    kw = dict(weights_path=path, epochs=1, batch_size=3, lr=1e-4, device="cpu", seed=0, resize_to=75,
+              run_dir=tmp_path / "finetune", progress=False)
+    extractor = finetune_inception_v3(images, labels, save_path=save, **kw)
+    assert len(steps) == 2 and extractor.run_dir.parent == tmp_path / "finetune"
     assert extractor.name.startswith("finetuned_inception_v3[torchvision-imagenet,2cls,1ep,seed0]#")
     feats, probs = extract_features(extractor, images)
     reloaded = get_extractor("finetuned_inception_v3", weights_path=save, resize_to=75)
     feats2, probs2 = extract_features(reloaded, images)
     assert reloaded.name == extractor.name and probs.shape == (6, 2)
     np.testing.assert_allclose(feats, feats2, rtol=1e-5, atol=1e-6)
+    again = finetune_inception_v3(images, labels, **kw)  # the engine reloads the finished run
+    assert len(steps) == 2 and again.name == extractor.name
 
 
 def _toy_domains(n=96, channels=1, size=16, seed=0):
@@ -137,3 +154,38 @@ def test_domain_cnn_learns_and_round_trips(channels, tmp_path):
 def test_registry_rejects_unknown_names():
     with pytest.raises(ValueError, match="domain_cnn"):
         get_extractor("resnet_from_nowhere")
+
+
+def test_domain_cnn_trains_through_the_engine_and_reloads(tmp_path, monkeypatch):
+    steps = _count_train_steps(monkeypatch)
+    images, labels = _toy_domains(n=40)
+    kw = dict(channels=1, epochs=3, batch_size=8, lr=3e-3, seed=0, device="cpu", feature_dim=16, width=4,
+              num_blocks=2, run_dir=tmp_path / "domain_cnn", progress=False)
+    first = train_domain_cnn(images, labels, **kw)
+    assert len(steps) == 3 * 5  # 40 // 8 batches per epoch
+    assert first.run_dir.parent == tmp_path / "domain_cnn"  # the engine's keyed run folder
+    assert (first.run_dir / "log.jsonl").is_file() and (first.run_dir / "fingerprint.json").is_file()
+    assert list(first.history["epoch"]) == [1.0, 2.0, 3.0] and {"loss", "accuracy"} <= set(first.history)
+    again = train_domain_cnn(images, labels, **kw)
+    assert len(steps) == 15  # the finished run is reloaded, not retrained
+    assert again.run_dir == first.run_dir and again.name == first.name
+    np.testing.assert_array_equal(extract_features(again, images)[0], extract_features(first, images)[0])
+    longer = train_domain_cnn(images, labels, **{**kw, "epochs": 4})
+    assert len(steps) == 20 and longer.run_dir == first.run_dir  # continues the 3-epoch run by one epoch
+    assert longer.name != first.name and "4ep" in longer.name
+    other_seed = train_domain_cnn(images, labels, **{**kw, "seed": 1})
+    other_images = train_domain_cnn(images[::-1].copy(), labels[::-1].copy(), **kw)
+    assert len({first.run_dir, other_seed.run_dir, other_images.run_dir}) == 3
+    assert len({first.name, other_seed.name, other_images.name}) == 3  # the name tells the weights apart
+
+
+def test_training_without_run_dir_keeps_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(feat.tempfile, "tempdir", str(tmp_path))
+    images, labels = _toy_domains(n=16)
+    model = train_domain_cnn(images, labels, channels=1, epochs=1, batch_size=8, device="cpu", feature_dim=8,
+                             width=4, num_blocks=2, progress=False)
+    assert model.run_dir is None and len(model.history) == 1 and not list(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="labels must lie in"):
+        train_domain_cnn(images, labels, channels=1, num_classes=1, epochs=1, device="cpu")
+    with pytest.raises(ValueError, match="at least 2"):
+        train_domain_cnn(images[:1], labels[:1], channels=1, epochs=1, device="cpu")

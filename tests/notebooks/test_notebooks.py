@@ -37,6 +37,21 @@ def test_notebook_is_thin_and_parameterised(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_code_cells_are_short_and_text_names_no_project_internals(path):
+    cells = _cells(path)
+    for i, cell in enumerate(cells):
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "code":
+            lines = [line for line in source.splitlines() if line.strip()]
+            assert len(lines) <= 15, f"{path.name} cell {i}: {len(lines)} lines; move the work into the study package"
+        else:
+            # Papers are cited by authors, title, venue and year; their local text files are not in the repository.
+            assert not re.search(r"papers/\d{3}_", source), f"{path.name} cell {i}: cites a local paper file"
+            assert not re.search(r"\b(issue|issues|CEO|session)\b", source, re.I), \
+                f"{path.name} cell {i}: report text about how the project is managed"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_every_profile_loads(path):
     for profile in PROFILES:
         params = load_params(path.stem, profile)

@@ -1,11 +1,17 @@
+"""Study 3 on the smoke phantom: unpaired folders, both CycleGAN jobs train, translate and score;
+the claims and headlines follow the numbers."""
+
+import dataclasses
+
 import pandas as pd
 import pytest
 
 import medgan
-from medgan.train.recipes import available, build_job, run_job
-from medgan.train.recipes import brain_ct_mri as study
+from medgan.studies import available, build_job, run_job
+from medgan.studies.brain_ct_mri_cyclegan import data as study_data
+from medgan.studies.brain_ct_mri_cyclegan import evaluation, figures, jobs, paper
 
-NB = study.NOTEBOOK
+NB = study_data.NOTEBOOK
 
 
 @pytest.fixture(scope="module")
@@ -14,46 +20,108 @@ def params():
 
 
 def test_profiles_load_and_paper_profile_is_the_paper_setup():
-    paper = medgan.config.load_params(NB, "paper")
-    assert paper.data.image_size == 256 and paper.train.epochs == 200 and paper.train.batch_size == 1
-    assert paper.models.resnet.generator == "resnet_9blocks" and paper.models.unet.generator == "unet_256"
-    assert paper.models.resnet.width == paper.models.unet.width == paper.discriminator.width == 64
-    assert study.total_steps(paper, 1756, 1756) == 200 * 1756
-    arch = study.architecture_table(paper)
+    P = medgan.config.load_params(NB, "paper")
+    assert P.data.image_size == paper.SETUP["image size (px)"] and P.train.epochs == paper.SETUP["epochs"]
+    assert P.train.batch_size == 1
+    assert P.models.resnet.generator == "resnet_9blocks" and P.models.unet.generator == "unet_256"
+    assert P.models.resnet.width == P.models.unet.width == P.discriminator.width == paper.SETUP["generator width"]
+    assert jobs.total_steps(P, 1756, 1756) == 200 * 1756
+    arch = paper.architecture_table(P)
     assert arch.loc["resnet", "reference code, 3ch w64 (M)"] == pytest.approx(11.378179)
     assert arch.loc["unet", "reference code, 3ch w64 (M)"] == pytest.approx(54.409603)
+    # the paper's rounded counts are the reference code's
+    for model in ("resnet", "unet"):
+        assert round(arch.loc[model, "reference code, 3ch w64 (M)"], 1) == arch.loc[model, "paper reports (M)"]
     for profile in ("smoke", "default"):
         medgan.config.load_params(NB, profile)
 
 
-def test_recipe_trains_translates_and_reports(tmp_path, params):
+def test_jobs_have_no_hand_built_fingerprint_and_are_keyed_by_total_steps(tmp_path, params):
+    job = build_job(NB, "resnet", params)
+    assert "fingerprint" not in job.options
+    assert job.step.schedule_uses_total_steps  # the lr decays linearly over the whole run
+    short = run_job(job, tmp_path / "resnet", progress=False)
+    longer = run_job(build_job(NB, "resnet", params), tmp_path / "resnet", total_steps=3, progress=False)
+    assert longer.run_dir != short.run_dir and longer.trained_steps == 3  # not continued: the schedule differs
+    again = run_job(build_job(NB, "resnet", params), tmp_path / "resnet", progress=False)
+    assert again.run_dir == short.run_dir and again.trained_steps == 0  # reloaded
+
+
+def test_study_trains_translates_and_scores(tmp_path, params):
     assert (NB, "resnet") in available() and (NB, "unet") in available()
-    data = study.load_data(params)
-    assert data.has_truth and data.direction_ab == "CT→MRI"
+    data = study_data.load_data(params)
+    assert data.has_truth and data.directions == ["CT→MRI", "MRI→CT"]
     overlap = data.subject_overlap()
     assert overlap.loc["train A", "train B"] == 0 and overlap.loc["train A", "test A"] == 0
-    jobs = {m: build_job(NB, m, params) for m in ("resnet", "unet")}
-    results = {m: run_job(jobs[m], tmp_path / m, progress=False) for m in jobs}
-    assert all(r.step == 2 for r in results.values())
-    summary = study.training_summary(jobs, results)
-    assert list(summary.index) == ["resnet", "unet"]
-    out = study.translate_test_sets({m: j.step for m, j in jobs.items()}, data, params)
+    built = {m: build_job(NB, m, params) for m in ("resnet", "unet")}
+    results = {m: run_job(built[m], tmp_path / m, progress=False) for m in built}
+    assert all(r.step == 2 and r.run_dir.parent == tmp_path / m for m, r in results.items())
+    assert list(jobs.training_summary(built, results).index) == ["resnet", "unet"]
+    out = evaluation.translate_test_sets({m: j.step for m, j in built.items()}, data, params)
     n = len(data.test_a)
-    assert set(out.predictions) == {study.model_label(params, "resnet"), study.model_label(params, "unet"),
-                                    "untrained ResNet-9"}
+    assert set(out.predictions) == {*evaluation.trained_labels(params), evaluation.UNTRAINED}
     for by_direction in out.predictions.values():
         assert by_direction["CT→MRI"].shape == (n, 1, params.data.image_size, params.data.image_size)
-    rows = study.translation_rows(out, "MRI→CT", n=2)
+    rows = figures.translation_rows(out, "MRI→CT", n=2)
     assert list(rows)[0] == "MRI (input)" and list(rows)[-1] == "true CT"
-    fake = pd.DataFrame([{"method": study.model_label(params, m), "direction": d, "metric": k, "estimate": v,
-                          "low": v - 0.1, "high": v + 0.1}
-                         for m, v in (("resnet", 0.5), ("unet", 0.4)) for d in ("CT→MRI", "MRI→CT")
-                         for k in ("fid", "ssim")]
-                        + [{"method": "identity", "direction": d, "metric": "ssim", "estimate": 0.3, "low": 0.2,
-                            "high": 0.45} for d in ("CT→MRI", "MRI→CT")])
-    claims = study.claims_table(fake, params, data)
+    extractor = evaluation.feature_extractor(data, params)
+    cache = tmp_path / "feature-cache"
+    ev = evaluation.score_translations(out, extractor, params, cache_dir=cache)
+    assert any(cache.rglob("*")), "the feature cache was not written"
+    again = evaluation.score_translations(out, extractor, params, cache_dir=cache)
+    pd.testing.assert_frame_equal(ev.summary, again.summary)
+    assert set(ev.summary["method"]) >= {*evaluation.trained_labels(params), "identity", evaluation.REAL_TRAIN}
+    assert len(evaluation.score_tables(ev, params)) == 4
+    assert len(evaluation.generator_comparisons(ev, params, data.directions)) == 2
+    claims = paper.claims(ev.summary, params, data.directions)
+    assert len(claims) == 10 and all(isinstance(c, medgan.reports.Claim) for c in claims)
+    assert len(paper.headlines(ev.summary, params, data.directions, extractor=ev.extractor)) == 4
+    assert list(evaluation.ours_fid_table(ev.summary, params).index) == ["ResNet-9", "U-Net"]
+
+
+def _summary(params, *, fid, ssim, identity_ssim=0.3):
+    """A summary like ``TranslationEvaluation.summary``: ``fid``/``ssim`` = (ResNet-9, U-Net) estimates."""
+    labels = [evaluation.model_label(params, m) for m in ("resnet", "unet")]
+    rows = [{"method": label, "direction": d, "metric": k, "estimate": v[i], "low": v[i] - 0.1, "high": v[i] + 0.1}
+            for i, label in enumerate(labels) for d in ("CT→MRI", "MRI→CT") for k, v in (("fid", fid), ("ssim", ssim))]
+    rows += [{"method": "identity", "direction": d, "metric": "ssim", "estimate": identity_ssim, "low": 0.2,
+              "high": 0.45} for d in ("CT→MRI", "MRI→CT")]
+    return pd.DataFrame(rows)
+
+
+def _verdicts(claims, start):
+    return [c.supported for c in claims if c.claim.startswith(start)]
+
+
+def test_claims_are_computed_from_the_numbers(params):
+    directions = ["CT→MRI", "MRI→CT"]
+    # ResNet-9 has the higher (worse) FID but the higher SSIM: the paper's claim fails, the rankings disagree
+    claims = paper.claims(_summary(params, fid=(50.0, 40.0), ssim=(0.5, 0.4)), params, directions)
     assert len(claims) == 10
-    # resnet has the higher (worse) FID here but the higher SSIM: the rankings disagree
-    assert not claims[claims.claim.str.startswith("FID ranks")]["supported"].any()
-    assert claims[claims.claim.str.contains("beats the identity")]["supported"].all()
-    assert list(study.ours_fid_table(fake, params).index) == ["ResNet-9", "U-Net"]
+    assert _verdicts(claims, "ResNet-9 has lower FID") == [False, False]
+    assert _verdicts(claims, "FID ranks") == [False, False]
+    assert _verdicts(claims, "ResNet-9 is closer") == [True, True]
+    assert all(_verdicts(claims, "ResNet-9 beats") + _verdicts(claims, "U-Net beats"))
+    # flip the FID order: the paper's claim holds and FID now ranks as SSIM does
+    flipped = paper.claims(_summary(params, fid=(40.0, 50.0), ssim=(0.5, 0.4)), params, directions)
+    assert _verdicts(flipped, "ResNet-9 has lower FID") == [True, True]
+    assert _verdicts(flipped, "FID ranks") == [True, True]
+    # an identity baseline better than both generators: neither beats it
+    strong = paper.claims(_summary(params, fid=(40.0, 50.0), ssim=(0.5, 0.4), identity_ssim=0.9), params, directions)
+    assert not any(_verdicts(strong, "ResNet-9 beats") + _verdicts(strong, "U-Net beats"))
+    assert {c.evidence for c in claims} <= set(paper.CRITERIA.values())
+    # without truth (real unpaired data) only the paper's FID claim is left
+    fid_only = _summary(params, fid=(40.0, 50.0), ssim=(0.5, 0.4))
+    assert [c.claim.split(" (")[0] for c in paper.claims(fid_only[fid_only.metric == "fid"], params, directions)] \
+        == ["ResNet-9 has lower FID than U-Net"] * 2
+
+
+def test_headlines_put_our_fid_beside_the_papers(params):
+    heads = paper.headlines(_summary(params, fid=(40.0, 50.0), ssim=(0.5, 0.4)), params, ["CT→MRI", "MRI→CT"],
+                            extractor="domain_cnn")
+    by_label = {h.label: h for h in heads}
+    assert set(by_label) == {"ResNet-9 FID CT→MRI", "ResNet-9 FID MRI→CT", "U-Net FID CT→MRI", "U-Net FID MRI→CT"}
+    assert by_label["ResNet-9 FID CT→MRI"].ours == 40.0 and by_label["ResNet-9 FID CT→MRI"].paper == 58.32
+    assert by_label["U-Net FID MRI→CT"].ours == 50.0 and by_label["U-Net FID MRI→CT"].paper == 90.47
+    assert paper.fid_table().loc["ResNet-9", "params (M)"] == paper.PARAMS_M["resnet_9blocks"]
+    assert dataclasses.asdict(heads[0])["note"] == "ours: domain_cnn features"

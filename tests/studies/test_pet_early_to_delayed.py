@@ -1,24 +1,104 @@
-"""The PET recipe on the smoke phantom: patients never in two splits, aligned pairs, both jobs build."""
+"""Study 4 on the smoke phantom: patients never in two splits, aligned pairs, both jobs build; the
+paper's claims and headlines follow the numbers."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
 
 from medgan.config import load_params
-from medgan.train.recipes import build_job
-from medgan.train.recipes import pet_early_to_delayed as study
+from medgan.studies import build_job
+from medgan.studies.pet_early_to_delayed import data, evaluation, figures, paper
+from medgan.studies.pet_early_to_delayed.jobs import NOTEBOOK
 
 
-def test_split_by_patient_and_pairs_aligned():
-    P = load_params(study.NOTEBOOK, "smoke")
-    data = study.load_data(P)
-    assert not data.shared_patients()
-    assert set(data.split_table().index) == {"train", "test"}
-    for ds in (data.train, data.test):
+@pytest.fixture(scope="module")
+def P():
+    return load_params(NOTEBOOK, "smoke")
+
+
+def test_split_by_patient_and_pairs_aligned(P):
+    pet = data.load_data(P)
+    assert not pet.shared_patients()
+    assert set(pet.split_table().index) == {"train", "test"}
+    assert pet.split_table()["slices"].tolist() == [len(pet.train), len(pet.test)]
+    for ds in (pet.train, pet.test):
         item = ds[0]
         assert item["image"].shape == item["target"].shape == (1, P.data.image_size, P.data.image_size)
         assert "mask" in item  # the phantom's tumour masks
+    images, labels = data.extractor_training_set(pet)
+    assert len(images) == len(labels) == 2 * len(pet.train) and labels.sum() == len(pet.train)
 
 
-def test_both_jobs_build_with_one_generator_definition():
-    P = load_params(study.NOTEBOOK, "smoke")
-    pix = build_job(study.NOTEBOOK, "pix2pix", P)
-    cyc = build_job(study.NOTEBOOK, "cyclegan", P)
+def test_both_jobs_build_with_one_generator_definition_and_no_hand_made_fingerprint(P):
+    pix = build_job(NOTEBOOK, "pix2pix", P)
+    cyc = build_job(NOTEBOOK, "cyclegan", P)
     assert type(pix.step.nets["G"]) is type(cyc.step.nets["G_AB"])
     assert len(cyc.dataset) == len(pix.dataset) ** 2  # every (early, delayed) combination: pairing ignored
+    for job in (pix, cyc):
+        assert "fingerprint" not in job.options  # the engine derives it
+        assert job.step.schedule_uses_total_steps  # linear decay: runs keyed by total steps
+
+
+def _summary(values: dict[tuple[str, str], float]) -> pd.DataFrame:
+    return pd.DataFrame([{"method": m, "direction": evaluation.DIRECTION, "metric": k, "estimate": v,
+                          "low": v, "high": v} for (m, k), v in values.items()])
+
+
+GOOD = {("Pix2pix", "psnr_db"): 40.0, ("Pix2pix", "ssim"): 0.9, ("Pix2pix", "fid"): 5.0,
+        ("CycleGAN", "psnr_db"): 30.0, ("CycleGAN", "ssim"): 0.7, ("CycleGAN", "fid"): 20.0,
+        ("identity", "psnr_db"): 35.0, ("identity", "ssim"): 0.8, ("identity", "fid"): 30.0}
+
+
+def test_claims_follow_the_numbers():
+    claims = paper.claims(_summary(GOOD))
+    assert len(claims) == 4 and all(c.supported for c in claims)
+    # Flip one number at a time: exactly the claim that reads it flips.
+    flipped = paper.claims(_summary({**GOOD, ("Pix2pix", "fid"): 25.0}))
+    assert [c.supported for c in flipped] == [True, True, True, False]
+    flipped = paper.claims(_summary({**GOOD, ("identity", "ssim"): 0.95}))
+    assert [c.supported for c in flipped] == [True, False, True, True]
+    flipped = paper.claims(_summary({**GOOD, ("CycleGAN", "psnr_db"): 45.0}))
+    assert [c.supported for c in flipped] == [True, True, False, True]
+    missing = paper.claims(_summary({k: v for k, v in GOOD.items() if k != ("CycleGAN", "fid")}))
+    assert not missing[3].supported  # no number, no support
+
+
+def test_headlines_put_ours_beside_the_papers_table():
+    heads = paper.headlines(_summary(GOOD), extractor="domain_cnn", psnr_range="2 on [-1, 1]")
+    by_label = {h.label: h for h in heads}
+    assert set(by_label) == {"Pix2pix PSNR", "CycleGAN PSNR", "Pix2pix FID", "CycleGAN FID"}
+    assert by_label["Pix2pix PSNR"].ours == 40.0 and by_label["Pix2pix PSNR"].paper == 57.85
+    assert by_label["CycleGAN FID"].ours == 20.0 and by_label["CycleGAN FID"].paper == 17.33
+    assert "domain_cnn" in by_label["Pix2pix FID"].note
+    table = paper.ours_table(_summary(GOOD), ["Pix2pix", "CycleGAN"])
+    assert table.loc["CycleGAN", "PSNR (dB)"] == 30.0 and math.isnan(paper.ours_table(_summary(GOOD), ["x"]).iloc[0, 0])
+
+
+def test_grid_rows_show_every_prediction_and_its_error():
+    truth = torch.zeros(5, 1, 4, 4)
+    out = evaluation.TestTranslations(sources=torch.full_like(truth, -1.0), truth=truth, subjects=["a"] * 5,
+                                      masks=None, predictions={"M": torch.full_like(truth, 0.5)})
+    rows = figures.grid_rows(out, n=3)
+    assert list(rows) == ["early (input)", "delayed (truth)", "M", "|M − truth|"]
+    assert all(len(v) == 3 for v in rows.values())
+    assert torch.allclose(rows["|M − truth|"], torch.full((3, 1, 4, 4), -0.5))  # |0.5 - 0| shown as 0.5 - 1
+
+
+def test_evaluation_scores_every_method_and_reuses_cached_features(P, tmp_path):
+    jobs = {model: build_job(NOTEBOOK, model, P) for model in ("pix2pix", "cyclegan")}  # untrained is enough here
+    pet = data.load_data(P)
+    out = evaluation.translate_test(jobs, pet, P)
+    assert set(out.predictions) == {"Pix2pix", "CycleGAN"} and out.masks is not None
+    first = evaluation.evaluate(out, pet, P, cache_dir=tmp_path)
+    cached = sorted(tmp_path.rglob("*.npz"))
+    assert cached  # the features went through the cache
+    second = evaluation.evaluate(out, pet, P, cache_dir=tmp_path)
+    assert sorted(tmp_path.rglob("*.npz")) == cached  # nothing new computed on the second run
+    pd.testing.assert_frame_equal(first.evaluation.summary, second.evaluation.summary)
+    assert set(first.evaluation.summary["method"]) == set(first.methods)
+    assert list(evaluation.psnr_by_declared_range(first, out, P).index) == list(first.predictions)
+    summary, per_patient = evaluation.tumour_uptake(first, out, P)
+    # one summary row per method with a tumour in the test patients (the smoke split may hold none)
+    assert set(summary.index) == set(per_patient.get("method", [])) <= set(first.predictions)

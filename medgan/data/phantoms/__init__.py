@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from medgan import atomic
+from medgan.config import ParamsError, data_dir, resolve_profile
 
 NAMES = ("cells", "chest_ct", "brain", "pet", "cxr")
 # Bump when a generator's output changes, so cached folders are regenerated.
@@ -45,7 +46,6 @@ def profile_options(name: str, profile: str = "default") -> dict[str, Any]:
     ``make data`` generates exactly what the notebooks' default profiles ask for, so their
     first run finds the folder ready (same options -> same hash -> same folder).
     """
-    from medgan.config import ParamsError, resolve_profile
     try:
         params = resolve_profile(NOTEBOOKS[name], profile)
     except (ParamsError, KeyError):
@@ -74,7 +74,6 @@ def ensure(name: str, *, root: str | os.PathLike | None = None, **options: Any) 
     """Generate phantom ``name`` if missing and return its folder (see module docstring)."""
     resolved = resolve_options(name, options)
     if root is None:
-        from medgan.config import data_dir
         root = data_dir() / "phantoms"
     folder = Path(root) / f"{name}-{options_hash(name, resolved)}"
     if (folder / MANIFEST).is_file():

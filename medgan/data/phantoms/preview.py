@@ -12,7 +12,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
+
+from medgan.data.brain_ct_mri import BrainCTMRI
+from medgan.data.chest_xray import ChestXray
+from medgan.data.nsclc_radiomics import NSCLCRadiomics
+from medgan.data.pet_early_delayed import PETEarlyDelayed
+from medgan.data.phantoms.cxr import ALL_FINDINGS
+from medgan.data.rxrx19a import RxRx19a
 
 
 def _rgb(cells: np.ndarray) -> np.ndarray:
@@ -29,11 +37,8 @@ def _show(ax, image, title="", cmap="gray", vmin=-1, vmax=1):
 
 def preview_figure(name: str, root: str | os.PathLike, *, n_samples: int = 4):
     """Figure of ``n_samples`` samples of phantom ``name`` stored at ``root`` with ground truth."""
-    import matplotlib.pyplot as plt
-
     root = Path(root)
     if name == "cells":
-        from medgan.data.rxrx19a import RxRx19a
         data = RxRx19a(root, crop_size=None, image_size=128, with_truth=True)
         per_domain = [next(r for r in data.records if r["label"] == d) for d in range(len(data.domain_names))]
         fig, axes = plt.subplots(2, len(per_domain), figsize=(2.2 * len(per_domain), 4.6), squeeze=False)
@@ -42,7 +47,6 @@ def preview_figure(name: str, root: str | os.PathLike, *, n_samples: int = 4):
             _show(axes[0, d], _rgb(record["image"]), f"real layout: {data.domain_names[d]}", cmap=None, vmin=0, vmax=1)
             _show(axes[1, d], _rgb(first["truth"][d]), f"truth: field 0 as {data.domain_names[d]}", cmap=None, vmin=0, vmax=1)
     elif name == "chest_ct":
-        from medgan.data.nsclc_radiomics import NSCLCRadiomics
         data = NSCLCRadiomics(root, crop_size=None, image_size=128, with_masks=True, tumour_slices_only=True)
         picks = np.linspace(0, len(data) - 1, n_samples).astype(int)
         fig, axes = plt.subplots(1, n_samples, figsize=(2.4 * n_samples, 2.6), squeeze=False)
@@ -51,7 +55,6 @@ def preview_figure(name: str, root: str | os.PathLike, *, n_samples: int = 4):
             _show(ax, r["image"][0], f"label {r['label']} ({r['meta']['histology'][:5]}.)")
             ax.contour(r["mask"][0], levels=[0.5], colors="r", linewidths=0.7)
     elif name == "brain":
-        from medgan.data.brain_ct_mri import BrainCTMRI
         data = BrainCTMRI(root, domain="A", part="test", image_size=64, with_truth=True)
         picks = np.linspace(0, len(data) - 1, n_samples).astype(int)
         fig, axes = plt.subplots(2, n_samples, figsize=(2.2 * n_samples, 4.6), squeeze=False)
@@ -59,7 +62,6 @@ def preview_figure(name: str, root: str | os.PathLike, *, n_samples: int = 4):
             _show(axes[0, j], data.records[i]["image"][0], "test CT (testA)")
             _show(axes[1, j], data.records[i]["target"][0], "its true MRI")
     elif name == "pet":
-        from medgan.data.pet_early_delayed import PETEarlyDelayed
         data = PETEarlyDelayed(root, suv_max=10.0, with_masks=True)
         with_tumour = [i for i, r in enumerate(data.records) if r["mask"].max() > 0] or list(range(len(data)))
         picks = [with_tumour[k] for k in np.linspace(0, len(with_tumour) - 1, n_samples).astype(int)]
@@ -70,8 +72,6 @@ def preview_figure(name: str, root: str | os.PathLike, *, n_samples: int = 4):
                 _show(axes[row, j], r[key][0], f"{label}, z={r['meta']['z_mm']:.0f} mm", cmap="gray_r")
                 axes[row, j].contour(r["mask"][0], levels=[0.5], colors="r", linewidths=0.6)
     elif name == "cxr":
-        from medgan.data.chest_xray import ChestXray
-        from medgan.data.phantoms.cxr import ALL_FINDINGS
         data = ChestXray(root, image_size=128, with_masks=True)
         abnormal = [i for i, r in enumerate(data.records) if r["meta"]["abnormal"]]
         normal = [i for i, r in enumerate(data.records) if not r["meta"]["abnormal"]]

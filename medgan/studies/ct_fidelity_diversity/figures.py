@@ -1,5 +1,5 @@
-"""Study 2 figures (chest CT, DCGAN vs PGGAN): growth schedule, k-sweep, PRD curves, run-to-run
-spread, nearest-training-neighbour grid, and Table 1 beside the paper's."""
+"""The CT study's figures (DCGAN vs PGGAN): PGGAN growth, improved P&R against k, PRD curves,
+run-to-run spread, and the nearest-training-neighbour grid of the memorisation audit."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-__all__ = ["growth_figure", "k_sweep_figure", "prd_figure", "spread_figure", "spread_table",
-           "nearest_neighbour_grid", "table_1_side_by_side"]
+__all__ = ["growth_figure", "k_sweep_figure", "prd_figure", "spread_figure", "nearest_neighbour_grid"]
 
 MODEL_COLOURS = {"DCGAN": "goldenrod", "PGGAN": "green", "Real": "tab:red",
                  "DCGAN (untrained)": "grey", "PGGAN (untrained)": "black"}
@@ -84,14 +83,6 @@ def prd_figure(curves: Mapping[str, object], *, extractor: str = "", beta: float
     return fig
 
 
-def spread_table(spread: pd.DataFrame) -> pd.DataFrame:
-    """Per model and metric: mean, sd, min, max over the runs of :func:`~medgan.analysis.generative_scores.prd_spread`."""
-    metrics = [c for c in spread.columns if c not in ("model", "run")]
-    long = spread.melt(id_vars=["model", "run"], value_vars=metrics, var_name="metric")
-    out = long.groupby(["model", "metric"], sort=False)["value"].agg(["mean", "std", "min", "max"])
-    return out.rename(columns={"std": "sd"})
-
-
 def spread_figure(spread: pd.DataFrame, *, title: str = "Run-to-run spread on fixed features") -> plt.Figure:
     """Each run's value as a dot, per model and metric (k-means PRD moves; improved P&R does not)."""
     metrics = [c for c in spread.columns if c not in ("model", "run")]
@@ -134,16 +125,3 @@ def nearest_neighbour_grid(generated, training, nearest_index: np.ndarray, dista
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
-
-
-def table_1_side_by_side(ours_text: pd.DataFrame, paper_text: pd.DataFrame, *, rows: Sequence[str] | None = None,
-                         extractor: str = "") -> pd.DataFrame:
-    """Metric x (paper, ours) per row name — Table 1 transposed, ours beside the paper's."""
-    rows = list(rows or [r for r in ours_text.index if r in paper_text.index])
-    blocks = {}
-    for r in rows:
-        blocks[(r, "paper")] = paper_text.loc[r] if r in paper_text.index else pd.Series("—", index=paper_text.columns)
-        blocks[(r, f"ours ({extractor})" if extractor else "ours")] = ours_text.loc[r]
-    table = pd.DataFrame(blocks)
-    table.index.name = "metric"
-    return table.fillna("—")

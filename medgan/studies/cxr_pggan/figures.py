@@ -1,5 +1,5 @@
-"""Figures of the chest X-ray study (notebook 05): ROC curves, confusion matrices, latent-axis
-walks with class-activation maps, AnoGAN residual maps and Grad-CAM comparisons."""
+"""Study 5's figures: ROC curves, confusion matrices, latent-axis walks with class-activation maps,
+AnoGAN residual maps and Grad-CAM comparisons."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score, roc_curve
 
 __all__ = ["roc_figure", "confusion_figure", "axis_walk_figure", "axis_likelihood_figure",
            "anomaly_examples_figure", "heatmap_overlay_figure", "severity_figure"]
@@ -28,8 +29,6 @@ def _gray(image) -> np.ndarray:
 def roc_figure(curves: Mapping[str, tuple[Any, Any]], *, title: str | None = None,
                inches: float = 3.6) -> plt.Figure:
     """ROC curves on one axis. curves: name -> (labels (N,) 0/1, scores (N,)); AUROC in the legend."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     fig, ax = plt.subplots(figsize=(inches, inches))
     for name, (labels, scores) in curves.items():
         y, s = _np(labels).astype(int).ravel(), _np(scores).ravel()
@@ -120,7 +119,8 @@ def axis_likelihood_figure(steps: Sequence[float], likelihoods: Mapping[str, Any
     ax.set_ylabel("classifier likelihood of the finding", fontsize=9)
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # nothing walked: no legend to draw
+        ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
@@ -141,7 +141,8 @@ def severity_figure(steps: Sequence[float], severity: Mapping[str, Any], *, ylab
     ax.set_xlabel("step along the axis (latent units)", fontsize=9)
     ax.set_ylabel(ylabel, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # nothing walked: no legend to draw
+        ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()

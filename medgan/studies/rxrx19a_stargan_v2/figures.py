@@ -1,5 +1,5 @@
-"""Figures for cell-painting studies: false-colour composites of 5 stains, per-stain panels,
-translation grids, Grad-CAM overlays and metric curves over training.
+"""Study 1's figures: false-colour composites of the 5 stains, per-stain panels, translation
+grids, Grad-CAM overlays, and the paper's FID / LPIPS curves over training.
 
 Images are (N, C, H, W) or (C, H, W) tensors/arrays in [-1, 1], C = 5 stains in the order
 Hoechst, ConA, Phalloidin, Syto14, WGA (other C: the first colours are reused cyclically).

@@ -1,0 +1,154 @@
+"""The CT study's evaluation: its feature extractor, the generators it scores, and the scoring runs.
+
+The scoring itself is generic (:mod:`medgan.analysis.generative_scores`); this module decides
+which extractor, which generators and which parameters (``eval.*``) the study uses. Every feature
+extraction goes through the feature cache (``cache_dir``), so the reference and real features are
+computed once across generation seeds and re-runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from medgan.analysis import generative_scores as scores
+from medgan.config import Params
+from medgan.metrics import MemorizationResult, extract_features, memorization
+from medgan.metrics import features as F
+from medgan.studies.ct_fidelity_diversity.data import NOTEBOOK, CTData
+from medgan.studies.ct_fidelity_diversity.jobs import dcgan_config, pggan_config
+from medgan.train import dcgan as dcgan_training
+from medgan.train import pggan as pggan_training
+from medgan.train.dcgan import DCGANStep
+from medgan.train.pggan import PGGANStep
+
+TRAINED = ("DCGAN", "PGGAN")
+UNTRAINED = {"DCGAN": "DCGAN (untrained)", "PGGAN": "PGGAN (untrained)"}  # trained row -> its floor baseline
+
+
+# --- feature extractor --------------------------------------------------------------------------
+def feature_extractor(P: Params, data: CTData, *, save_dir: str | os.PathLike, name: str | None = None,
+                      device: str | None = None) -> torch.nn.Module:
+    """The study's feature extractor, trained on the training slices' survival label (2 classes).
+
+    ``features.extractor``: ``domain_cnn`` (default; trained here, no downloads) or
+    ``finetuned_inception_v3`` (ImageNet Inception from ``$MEDGAN_INCEPTION_WEIGHTS``, fine-tuned
+    ``features.epochs`` epochs, as the study). ``inception_v3`` gives the plain ImageNet network.
+    The training runs through the engine in ``save_dir/<name>/<key>`` and is reloaded on re-runs.
+    This is the study's only call into extractor training.
+    """
+    f = P.features
+    name = name or f.extractor
+    if name == "inception_v3":
+        return F.get_extractor("inception_v3")
+    x, y = data.images("train"), data.labels("train")
+    settings = dict(epochs=f.epochs, batch_size=f.batch_size, lr=f.lr, seed=P.seed)
+    # Trained through the engine: a finished run under the same images and settings is reloaded.
+    run_dir = Path(save_dir) / name
+    if name == "domain_cnn":
+        return F.train_domain_cnn(x, y, channels=x.shape[1], num_classes=2, device=device, feature_dim=f.feature_dim,
+                                  width=f.width, run_dir=run_dir, **settings)
+    if name == "finetuned_inception_v3":
+        return F.finetune_inception_v3(x, y, device=device, num_classes=2, run_dir=run_dir, **settings)
+    raise ValueError(f"params/{NOTEBOOK}: features.extractor = {name!r}; use domain_cnn, "
+                     f"finetuned_inception_v3 or inception_v3")
+
+
+def imagenet_inception_available() -> bool:
+    """True when the standard ImageNet Inception weights are on this machine ($MEDGAN_INCEPTION_WEIGHTS)."""
+    path = os.environ.get(F.INCEPTION_ENV)
+    return bool(path) and Path(path).is_file()
+
+
+# --- what is scored -------------------------------------------------------------------------------
+def generators(dcgan_step: DCGANStep, pggan_step: PGGANStep, P: Params) -> dict[str, dict]:
+    """Name -> {"fn": z -> images in [-1, 1], "z_dim"} for the trained models and their untrained baselines."""
+    return {
+        "DCGAN": {"fn": dcgan_step.generator(), "z_dim": dcgan_step.z_dim},
+        "PGGAN": {"fn": pggan_step.generator(ema=True), "z_dim": pggan_step.z_dim},
+        UNTRAINED["DCGAN"]: {"fn": dcgan_training.untrained_generator(dcgan_config(P), seed=P.seed + 7),
+                             "z_dim": dcgan_step.z_dim},
+        UNTRAINED["PGGAN"]: {"fn": pggan_training.untrained_generator(pggan_config(P), seed=P.seed + 7),
+                             "z_dim": pggan_step.z_dim},
+    }
+
+
+def score_options(P: Params) -> dict[str, Any]:
+    """The ``eval`` settings :func:`~medgan.analysis.generative_scores.score_features` takes."""
+    E = P.eval
+    return dict(k=E.k, k_density_coverage=E.k_density_coverage, prd_clusters=E.prd_clusters, prd_runs=E.prd_runs,
+                prd_beta=E.prd_beta, kid_subset_size=E.kid_subset_size, kid_subsets=E.kid_subsets,
+                is_splits=E.is_splits)
+
+
+def score(P: Params, data: CTData, gens: dict[str, dict], extractor: torch.nn.Module, *,
+          cache_dir: str | os.PathLike | None) -> scores.ProtocolResult:
+    """Table 1: every generator, ``eval.seeds`` generation seeds, scored against the test patients' slices."""
+    E = P.eval
+    return scores.run_protocol(gens, extractor, reference_images=data.images("test"),
+                               real_images=data.images("train"), seeds=list(E.seeds), n=E.n_generated,
+                               batch_size=E.batch_size, sample_seed=P.seed, cache_dir=cache_dir, **score_options(P))
+
+
+def first_seed(result: scores.ProtocolResult, models=TRAINED) -> dict[str, np.ndarray]:
+    """Features of the first generation seed of each of ``models``."""
+    features = result.first_seed_features()
+    return {m: features[m] for m in models}
+
+
+def k_sweep(P: Params, result: scores.ProtocolResult) -> pd.DataFrame:
+    """Improved precision/recall of both trained models at every ``eval.k_sweep`` k, per seed (paper Fig. 5)."""
+    fakes = {m: [f for f, _ in result.rows[m]] for m in TRAINED}
+    return scores.k_sweep(result.reference[0], fakes, list(P.eval.k_sweep))
+
+
+def prd_curves(P: Params, result: scores.ProtocolResult) -> dict:
+    """PRD curves of both trained models and the Real row (first seed)."""
+    E = P.eval
+    sets = first_seed(result) | {"Real": result.rows["Real"][0][0]}
+    return scores.prd_curves(result.reference[0], sets, clusters=E.prd_clusters, runs=E.prd_runs, seed=P.seed)
+
+
+def prd_spread(P: Params, result: scores.ProtocolResult) -> pd.DataFrame:
+    """``eval.spread_runs`` runs of k-means PRD and improved P&R on the same (first-seed) features."""
+    E = P.eval
+    return scores.prd_spread(result.reference[0], first_seed(result), runs=E.spread_runs, clusters=E.prd_clusters,
+                             beta=E.prd_beta, k=E.k, seed=P.seed)
+
+
+def spread_table(spread: pd.DataFrame) -> pd.DataFrame:
+    """Per model and metric: mean, sd, min, max over the runs of :func:`prd_spread`."""
+    metrics = [c for c in spread.columns if c not in ("model", "run")]
+    long = spread.melt(id_vars=["model", "run"], value_vars=metrics, var_name="metric")
+    out = long.groupby(["model", "metric"], sort=False)["value"].agg(["mean", "std", "min", "max"])
+    return out.rename(columns={"std": "sd"})
+
+
+# --- memorisation ----------------------------------------------------------------------------------
+def memorisation_audit(P: Params, data: CTData, result: scores.ProtocolResult, extractor: torch.nn.Module, *,
+                       cache_dir: str | os.PathLike | None) -> dict[str, MemorizationResult]:
+    """Nearest training slice of each generated image (first seed) against the held-out slices' distances."""
+    train_feats, _ = extract_features(extractor, data.images("train"), batch_size=P.eval.batch_size,
+                                      cache_dir=cache_dir)
+    return {m: memorization(train_feats, feats, result.reference[0], quantile=P.eval.memorization_quantile)
+            for m, feats in first_seed(result).items()}
+
+
+def memorisation_table(audit: dict[str, MemorizationResult]) -> pd.DataFrame:
+    """One row per model: median distance ratio, fraction flagged as copies, excess copy rate."""
+    return pd.DataFrame({m: {"median nearest-train / nearest-held-out distance": a.median_ratio,
+                             "fraction flagged": a.fraction_copied, "excess copy rate": a.excess_copy_rate}
+                         for m, a in audit.items()}).T
+
+
+def extractor_comparison(P: Params, data: CTData, gens: dict[str, dict], result: scores.ProtocolResult, *,
+                         save_dir: str | os.PathLike, cache_dir: str | os.PathLike | None) -> pd.DataFrame:
+    """Table 1 of the trained models in the study's features and in plain ImageNet Inception features."""
+    inception = feature_extractor(P, data, save_dir=save_dir, name="inception_v3")
+    other = score(P, data, {m: gens[m] for m in TRAINED}, inception, cache_dir=cache_dir)
+    return pd.concat({result.extractor: result.text.loc[["Real", *TRAINED]], other.extractor: other.text}, axis=1).T

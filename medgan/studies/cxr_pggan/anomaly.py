@@ -1,0 +1,75 @@
+"""Part (c) of study 5: AnoGAN with the normal-only PGGAN, against the mean-normal-image baseline
+and the supervised multi-label classifier. The inversion, scores and tests are generic
+(:mod:`medgan.analysis.anogan`); this module wires the study's models and parameters to them."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from medgan.analysis.anogan import ANOGAN, BASELINE, AnomalyEvaluation, evaluate_anomaly_detection
+from medgan.config import Params
+from medgan.models.pggan import CriticFeatures
+from medgan.studies.cxr_pggan.data import AnomalyQueries
+from medgan.studies.cxr_pggan.jobs import inversion_generator
+from medgan.train.classifier import predict_proba
+from medgan.train.engine import select_device
+
+
+def invert_options(P: Params, normal_step) -> dict[str, Any]:
+    """Keyword arguments of :func:`medgan.analysis.anogan.invert` for the normal-only PGGAN's step;
+    with ``anogan.feature_weight > 0`` its critic's hidden features join the objective (AnoGAN)."""
+    a = P.anogan
+    options = dict(steps=a.steps, lr=a.lr, restarts=a.restarts, feature_weight=a.feature_weight,
+                   batch_size=a.batch_size, seed=P.seed, device=select_device(P.device))
+    if a.feature_weight > 0:
+        options["discriminator_features"] = CriticFeatures(normal_step.nets["D"])
+    return options
+
+
+def supervised_scores(model: torch.nn.Module, queries: AnomalyQueries) -> tuple[tuple[np.ndarray, np.ndarray], float]:
+    """The multi-label classifier as a detector: max P over the findings (outputs after "normal"), on
+    the normal validation images and the queries; and its time per query in seconds."""
+    device = str(next(model.parameters()).device)
+    val = predict_proba(model, queries.normal_val, device=device)[:, 1:].max(1)
+    t0 = time.perf_counter()
+    test = predict_proba(model, queries.images, device=device)[:, 1:].max(1)
+    return (val, test), (time.perf_counter() - t0) / len(queries.images)
+
+
+def evaluate(P: Params, queries: AnomalyQueries, normal_step, classifier: torch.nn.Module) -> AnomalyEvaluation:
+    """AnoGAN (inverting the normal-only PGGAN of ``normal_step``) vs the mean-image baseline and the
+    multi-label ``classifier`` on the queries, with the ``anogan`` parameters (threshold rule,
+    residual smoothing, image score)."""
+    a = P.anogan
+    classifier_scores, classifier_seconds = supervised_scores(classifier, queries)
+    return evaluate_anomaly_detection(
+        inversion_generator(normal_step), normal_val=queries.normal_val, queries=queries.images,
+        findings=queries.findings, masks=queries.masks, normal_train=queries.normal_mean,
+        invert_options=invert_options(P, normal_step), specificity=a.specificity, pixel_quantile=a.pixel_quantile,
+        score_kind=a.score_kind, sigma=a.sigma, trained_findings=queries.trained, classifier_scores=classifier_scores,
+        classifier_seconds_per_query=classifier_seconds)
+
+
+def image_roc_curves(evaluation: AnomalyEvaluation, queries: AnomalyQueries) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """method -> (abnormal labels (N,), scores (N,)) of the test queries, for an ROC figure."""
+    return {name: (queries.abnormal.astype(int), s) for name, s in evaluation.scores.items()}
+
+
+def anomaly_examples(evaluation: AnomalyEvaluation, queries: AnomalyQueries, *, per_finding: int = 1,
+                     max_rows: int = 8) -> dict:
+    """Keyword arguments of :func:`medgan.studies.cxr_pggan.figures.anomaly_examples_figure` for a few
+    queries (one normal, then ``per_finding`` of each finding)."""
+    picked, seen = [], {}
+    for i, name in enumerate(queries.findings):
+        if seen.get(name, 0) < per_finding and len(picked) < max_rows:
+            picked.append(i)
+            seen[name] = seen.get(name, 0) + 1
+    inv = evaluation.inversion
+    return dict(queries=queries.images[picked], reconstructions=inv.reconstruction[picked],
+                maps=evaluation.maps[ANOGAN][picked], baseline_maps=evaluation.maps[BASELINE][picked],
+                masks=None if queries.masks is None else queries.masks[picked],
+                titles=[queries.findings[i] for i in picked])
