@@ -1,8 +1,8 @@
 """medgan: reproducible medical-imaging GAN studies.
 
-Layers, lowest first (imports only go downwards):
-``config``/``atomic`` -> ``data`` -> ``models`` -> ``losses`` -> ``train`` -> ``metrics``
--> ``analysis`` -> ``reports``.
+Layers, lowest first (imports only go downwards; ``tests/test_layering.py`` checks it):
+``config``/``atomic`` -> ``data``, ``models``, ``losses`` -> ``train`` -> ``metrics`` -> ``analysis``
+-> ``reports`` -> ``studies`` (one package per notebook) -> ``cli`` (the ``medgan`` command).
 """
 
 __version__ = "0.1.0"

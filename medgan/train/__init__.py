@@ -5,7 +5,8 @@
   samples, checkpoints, resume; unchanged under ``torchrun``.
 - :mod:`medgan.train.checkpoint` — atomic, weights-only checkpoints.
 - :mod:`medgan.train.distributed` — process group and gradient averaging.
-- :mod:`medgan.train.recipes` — per-study wiring of models, data and engine options.
+- :mod:`medgan.train.fingerprint` — what counts as the same run (the engine keys run folders by it).
+- :mod:`medgan.train.job` — :class:`TrainingJob` and :func:`run_job` (study packages build jobs).
 """
 
 from medgan.train.checkpoint import CheckpointError, CheckpointIO
