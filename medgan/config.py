@@ -12,6 +12,7 @@ parameters and the environment written beside the results.
 from __future__ import annotations
 
 import importlib.metadata as md
+import hashlib
 import json
 import os
 import platform
@@ -57,6 +58,24 @@ def data_dir() -> Path:
 def runs_dir() -> Path:
     env = os.environ.get("MEDGAN_RUNS_DIR")
     return Path(env).resolve() if env else repo_root() / "runs"
+
+
+def work_dir() -> Path:
+    """Where medgan keeps what it derives from a dataset (splits, decoded caches, the site salt):
+    ``$MEDGAN_WORKDIR``, else ``<repo>/work``. Nothing is ever written inside a data root."""
+    env = os.environ.get("MEDGAN_WORKDIR")
+    return Path(env).resolve() if env else repo_root() / "work"
+
+
+def dataset_work_dir(root: str | os.PathLike) -> Path:
+    """The work folder of one dataset: ``<work_dir>/data-<16 hex of the resolved root path>``.
+
+    Keyed by the path's hash, never its name (a folder name can be a patient ID), so two
+    datasets never share files and nothing identifying reaches a file name.
+    """
+    resolved = str(Path(root).resolve())
+    key = hashlib.sha256(resolved.encode("utf-8")).hexdigest()[:16]
+    return work_dir() / f"data-{key}"
 
 
 class Params(Mapping[str, Any]):

@@ -19,6 +19,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from medgan import atomic
+from medgan.config import dataset_work_dir
 from medgan.data.base import BadInputLog, DataError, ItemListDataset, filter_by_split, subject_key
 from medgan.data.dicom import find_series, load_series
 from medgan.data.nifti import read_nifti
@@ -59,7 +60,7 @@ class NSCLCRadiomics(ItemListDataset):
         tumour_slices_only: keep only slices whose mask has tumour (needs ``with_masks``).
         split_fractions, split_seed: the subject split (written beside the data, reused).
         skip_bad: skip (log and count in ``.bad_input``) unreadable slices/series instead of raising.
-        cache: keep decoded windowed slices in ``root/.medgan_cache/*.npz`` (written atomically).
+        cache: keep decoded windowed slices in ``<dataset work dir>/cache/*.npz`` (``medgan.config.dataset_work_dir``) (written atomically).
 
     Items: image (1, S, S) in [-1, 1]; label 0/1; subject key; meta
     {histology, slice_index, z_mm, n_slices, spacing_z_mm, pixel_spacing_mm}.
@@ -133,7 +134,7 @@ class NSCLCRadiomics(ItemListDataset):
         # the key changes when any file changes (size, mtime) or a setting changes
         stamps = sorted((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in series.files)
         key = hashlib.sha256(repr((series.series_uid, stamps, self.settings)).encode()).hexdigest()[:16]
-        cache_path = self.root / ".medgan_cache" / f"nsclc-{key}.npz"
+        cache_path = dataset_work_dir(self.root) / "cache" / f"nsclc-{key}.npz"
         if cache and cache_path.is_file():
             stored = np.load(cache_path)
             slices, z_mm, spacing = stored["slices"], stored["z_mm"], tuple(stored["spacing_mm"])

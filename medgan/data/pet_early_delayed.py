@@ -22,6 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from medgan import atomic
+from medgan.config import dataset_work_dir
 from medgan.data.base import BadInputLog, DataError, ItemListDataset, filter_by_split, subject_key
 from medgan.data.dicom import find_series, load_series
 from medgan.data.nifti import read_nifti
@@ -90,7 +91,7 @@ class PETEarlyDelayed(ItemListDataset):
         with_masks: add ``mask`` from ``root/truth/<patient>/tumour_mask.nii.gz`` (phantoms).
         nifti_without_sidecar: "error" (default) or "suv" (NIfTI values are SUV already).
         min_body_suv: drop slices whose early maximum SUV is below this (outside the body); 0 keeps all.
-        cache: keep decoded SUV volumes in ``root/.medgan_cache/pet-*.npz`` (atomic; keyed by
+        cache: keep decoded SUV volumes in ``<dataset work dir>/cache/pet-*.npz`` (atomic; keyed by
             file names, sizes and modification times), so a second split loads in a moment.
 
     Items: image = early (1, H, W), target = delayed (1, H, W), both in [-1, 1]; label -1;
@@ -160,7 +161,7 @@ class PETEarlyDelayed(ItemListDataset):
         files = sorted(f for phase in PHASES for f in (folder / phase).rglob("*") if f.is_file())
         stamps = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
         key = hashlib.sha256(repr((stamps, nifti_without_sidecar, salt)).encode()).hexdigest()[:16]
-        cache_path = root / ".medgan_cache" / f"pet-{key}.npz"
+        cache_path = dataset_work_dir(root) / "cache" / f"pet-{key}.npz"
         if cache and cache_path.is_file():
             stored = np.load(cache_path)
             subject = str(stored["subject"]) or None

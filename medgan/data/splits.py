@@ -10,6 +10,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from medgan import atomic
+from medgan.config import dataset_work_dir
 from medgan.data.base import DataError
 
 DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
@@ -75,11 +76,12 @@ def subject_split(subjects: Iterable[str], *, fractions: Mapping[str, float] | I
 
 
 def split_path(root: str | os.PathLike, *, fractions, seed: int, prefix: str = "splits") -> Path:
-    """Where a loader keeps its split: ``root/splits_seed<seed>_<name><pct>-....json``.
+    """Where a loader keeps the split of the dataset at ``root``:
+    ``<dataset work dir>/splits_seed<seed>_<name><pct>-....json`` (never inside ``root``, which may be read-only).
 
     The name carries seed and fractions, so notebooks asking for different splits never
     overwrite each other, and notebooks asking for the same one share it.
     """
     fractions = _normalise_fractions(fractions)
     tag = "-".join(f"{name}{round(value * 100)}" for name, value in fractions.items())
-    return Path(root) / f"{prefix}_seed{seed}_{tag}.json"
+    return dataset_work_dir(root) / f"{prefix}_seed{seed}_{tag}.json"
