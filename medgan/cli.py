@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from medgan.config import load_params, runs_dir
 from medgan.data.phantoms.__main__ import main as phantoms_main

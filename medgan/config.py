@@ -11,11 +11,13 @@ parameters and the environment written beside the results.
 
 from __future__ import annotations
 
+import errno
 import importlib.metadata as md
 import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -60,11 +62,75 @@ def runs_dir() -> Path:
     return Path(env).resolve() if env else repo_root() / "runs"
 
 
+WORKDIR_ENV = "MEDGAN_WORKDIR"
+
+
+class NotEnoughSpaceError(OSError):
+    """The work directory's disk cannot hold what is about to be written; names the folder and bytes."""
+
+
 def work_dir() -> Path:
     """Where medgan keeps what it derives from a dataset (splits, decoded caches, the site salt):
-    ``$MEDGAN_WORKDIR``, else ``<repo>/work``. Nothing is ever written inside a data root."""
-    env = os.environ.get("MEDGAN_WORKDIR")
-    return Path(env).resolve() if env else repo_root() / "work"
+    ``$MEDGAN_WORKDIR``, else ``<repo>/work``. Nothing is ever written inside a data root.
+
+    A study's ``data.work_dir`` parameter, when set, becomes ``$MEDGAN_WORKDIR`` of the process
+    that loads it (:func:`use_work_dir`, called by :func:`load_params`).
+    """
+    env = os.environ.get(WORKDIR_ENV)
+    return Path(env).expanduser().resolve() if env else repo_root() / "work"
+
+
+def use_work_dir(params: Mapping[str, Any]) -> Path:
+    """Apply a parameter set's ``data.work_dir`` and return the work directory in force.
+
+    ``null`` (the default) keeps ``$MEDGAN_WORKDIR`` or ``<repo>/work``; a path replaces them for
+    this process and everything it starts (DataLoader workers, notebook kernels inherit the
+    environment; ``torchrun`` ranks load the same parameters and apply it themselves).
+    """
+    data = params.get("data") if isinstance(params, Mapping) else None
+    chosen = data.get("work_dir") if isinstance(data, Mapping) else None
+    if chosen:
+        os.environ[WORKDIR_ENV] = str(Path(str(chosen)).expanduser().resolve())
+    return work_dir()
+
+
+def ensure_free_space(directory: str | os.PathLike, nbytes: int, what: str) -> None:
+    """Raise :class:`NotEnoughSpaceError` unless the disk holding ``directory`` has ``nbytes`` free.
+
+    Call it before writing a cache or a split into the work directory, so a full disk fails with
+    the folder, the size needed and the way out, instead of a half-written temporary file.
+    ``directory`` need not exist yet (its nearest existing parent is measured).
+
+    Args:
+        directory: where the file(s) will be written.
+        nbytes: bytes about to be written (an estimate from above is fine).
+        what: what is being written, for the message (e.g. ``"the NSCLC-Radiomics decoded cache"``).
+    """
+    directory = Path(directory)
+    probe = directory
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        # say so here, not as a PermissionError on a hidden temporary file
+        raise PermissionError(
+            errno.EACCES, f"{directory}: cannot write {what}: {probe} is not writable. Point ${WORKDIR_ENV} "
+                          f"(or the study's data.work_dir parameter) at a writable folder")
+    free = shutil.disk_usage(probe).free
+    if free < nbytes:
+        raise NotEnoughSpaceError(
+            errno.ENOSPC,
+            f"{directory}: not enough free space for {what}: needs {int(nbytes):,} bytes "
+            f"({_human_bytes(nbytes)}), {free:,} bytes ({_human_bytes(free)}) free. Free some space, or point "
+            f"${WORKDIR_ENV} (or the study's data.work_dir parameter) at a larger disk")
+
+
+def _human_bytes(n: float) -> str:
+    unit = "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            break
+        n /= 1024
+    return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
 
 
 def dataset_work_dir(root: str | os.PathLike) -> Path:
@@ -72,10 +138,17 @@ def dataset_work_dir(root: str | os.PathLike) -> Path:
 
     Keyed by the path's hash, never its name (a folder name can be a patient ID), so two
     datasets never share files and nothing identifying reaches a file name.
+
+    Raises:
+        ParamsError: the work directory lies inside the data root (it would write into the data).
     """
-    resolved = str(Path(root).resolve())
-    key = hashlib.sha256(resolved.encode("utf-8")).hexdigest()[:16]
-    return work_dir() / f"data-{key}"
+    resolved = Path(root).resolve()
+    work = work_dir()
+    if work.resolve().is_relative_to(resolved):
+        raise ParamsError(f"{work}: the work directory is inside the data root {resolved}; medgan never writes "
+                          f"into a data root. Set ${WORKDIR_ENV} (or data.work_dir) to a folder outside it")
+    key = hashlib.sha256(str(resolved).encode("utf-8")).hexdigest()[:16]
+    return work / f"data-{key}"
 
 
 class Params(Mapping[str, Any]):
@@ -184,7 +257,8 @@ def resolve_profile(notebook: str, profile: str, params_dir: Path | None = None)
 
 
 def load_params(notebook: str, profile: str = "default", overrides: Mapping[str, Any] | list[str] | None = None,
-                *, data_root: str | None = None, params_dir: Path | None = None) -> Params:
+                *, data_root: str | None = None, work_dir: str | os.PathLike | None = None,
+                params_dir: Path | None = None) -> Params:
     """Load ``params/<notebook>/<profile>.yaml`` with overrides applied.
 
     Args:
@@ -192,6 +266,9 @@ def load_params(notebook: str, profile: str = "default", overrides: Mapping[str,
         profile: ``smoke``, ``default`` or ``paper`` (or any file in the folder).
         overrides: ``{"train.steps": 10}``, nested dicts, or ``["train.steps=10"]``.
         data_root: real dataset path; sets ``data.root`` (``None`` keeps the profile's).
+        work_dir: where splits and decoded caches go; sets ``data.work_dir`` (``None`` keeps the
+            profile's). A set ``data.work_dir`` becomes this process's ``$MEDGAN_WORKDIR``
+            (:func:`use_work_dir`); nothing is ever written inside ``data.root``.
     """
     params_dir = params_dir or repo_root() / "params"
     merged = resolve_profile(notebook, profile, params_dir)
@@ -204,9 +281,13 @@ def load_params(notebook: str, profile: str = "default", overrides: Mapping[str,
         merged = _merge(merged, nested, f"overrides for {source}")
     if data_root:
         merged = _merge(merged, {"data": {"root": str(data_root)}}, f"data_root for {source}")
+    if work_dir:
+        merged = _merge(merged, {"data": {"work_dir": str(work_dir)}}, f"work_dir for {source}")
     merged.setdefault("profile", profile)
     merged["profile"] = profile
-    return Params(merged, source)
+    params = Params(merged, source)
+    use_work_dir(params)
+    return params
 
 
 def git_commit(root: Path | None = None) -> str:
@@ -247,6 +328,16 @@ def environment_info() -> dict[str, Any]:
     }
 
 
+def shareable_params(params: Params) -> dict[str, Any]:
+    """The parameters as written to run folders and reports: ``data.root`` is replaced by the
+    dataset's work-folder key (the path, or a folder in it, may name a patient)."""
+    out = params.to_dict()
+    data = out.get("data")
+    if isinstance(data, dict) and data.get("root"):
+        data["root"] = f"<data root {dataset_work_dir(data['root']).name}>"
+    return out
+
+
 @dataclass
 class Run:
     """One execution of a study notebook: its parameters, folder and clock."""
@@ -259,8 +350,11 @@ class Run:
 
     @property
     def data_source(self) -> str:
+        """What the run read, without the path: a data folder's name can be a patient ID."""
         root = self.params.get("data", {}).get("root") if isinstance(self.params.get("data"), Mapping) else None
-        return f"real data at {root}" if root else "embedded phantom (generated by medgan.data.phantoms)"
+        if root:
+            return f"real data ({dataset_work_dir(root).name}; the path is not recorded)"
+        return "embedded phantom (generated by medgan.data.phantoms)"
 
     def card(self, wall_time_s: float | None = None) -> dict[str, Any]:
         env = environment_info()
@@ -276,7 +370,7 @@ class Run:
             "packages": env["packages"],
             "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started)),
             "wall time (s)": round(wall_time_s if wall_time_s is not None else time.time() - self.started, 1),
-            "parameters": self.params.to_dict(),
+            "parameters": shareable_params(self.params),
         }
 
     def elapsed(self) -> float:
@@ -294,11 +388,15 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def start_run(notebook: str, profile: str = "default", overrides: Mapping[str, Any] | None = None,
-              *, data_root: str | None = None, run_dir: str | os.PathLike | None = None) -> Run:
-    """Load parameters, make the run folder and write ``params.yaml`` + ``environment.json`` there."""
-    params = load_params(notebook, profile, overrides, data_root=data_root)
+              *, data_root: str | None = None, work_dir: str | os.PathLike | None = None,
+              run_dir: str | os.PathLike | None = None) -> Run:
+    """Load parameters, make the run folder and write ``params.yaml`` + ``environment.json`` there.
+
+    ``data_root`` / ``work_dir`` set ``data.root`` / ``data.work_dir`` (see :func:`load_params`).
+    """
+    params = load_params(notebook, profile, overrides, data_root=data_root, work_dir=work_dir)
     folder = Path(run_dir) if run_dir else runs_dir() / notebook / profile
     folder.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(folder / "params.yaml", yaml.safe_dump(params.to_dict(), sort_keys=False))
+    atomic.write_text(folder / "params.yaml", yaml.safe_dump(shareable_params(params), sort_keys=False))
     atomic.write_text(folder / "environment.json", json.dumps(environment_info(), indent=2))
     return Run(notebook=notebook, profile=profile, params=params, dir=folder)

@@ -1,7 +1,8 @@
 """Brain CT/MRI PNG loader in the Kaggle layout ``Dataset/images/{trainA,trainB,testA,testB}``.
 
 Unpaired: domain "A" and "B" are read separately (A = CT, B = MRI by default; swap with
-``a_modality="mri"``). Each image: grayscale 8-bit -> centre crop + pad to a square
+``a_modality="mri"``). Each image: grayscale 8-bit (palette PNGs decoded through the palette;
+transparent or 16-bit ones refused, see :func:`medgan.data.png_folders.read_png`) -> centre crop + pad to a square
 (``crop_pad_size`` px, default the larger side) -> resize to ``image_size`` -> /255 to [-1, 1].
 Phantom data also has ``truth/testA_in_B`` and ``truth/testB_in_A`` (the true counterpart of
 each test image); ``with_truth=True`` returns it as ``target``.
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from medgan.data.base import BadInputLog, DataError, ItemListDataset, subject_key
+from medgan.data.base import reads_data_root
 from medgan.data.png_folders import list_images, read_png
 from medgan.data.transforms import center_crop_or_pad, resize
 
@@ -47,6 +49,7 @@ class BrainCTMRI(ItemListDataset):
     meta {modality, domain, part, file_index}.
     """
 
+    @reads_data_root()  # flat image folders, no patient folders
     def __init__(self, root: str | os.PathLike, *, domain: str = "A", part: str = "train",
                  image_size: int = 64, crop_pad_size: int | None = None, a_modality: str = "ct",
                  with_truth: bool = False, subject_pattern: str = DEFAULT_SUBJECT_PATTERN,
@@ -76,7 +79,10 @@ class BrainCTMRI(ItemListDataset):
                     truth_path = truth_dir / path.name
                     if not truth_path.is_file():
                         raise DataError(f"{truth_path}: truth image for {path.name} missing")
-                    target = self._prepare(read_png(truth_path), image_size, crop_pad_size)
+                    truth_pixels = read_png(truth_path)
+                    if truth_pixels.dtype != np.uint8:
+                        raise DataError(f"{truth_path}: expected 8-bit grayscale, got {truth_pixels.dtype}")
+                    target = self._prepare(truth_pixels, image_size, crop_pad_size)
             except DataError as exc:
                 self.bad_input.reject(exc, path)
                 continue

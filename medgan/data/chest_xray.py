@@ -12,7 +12,9 @@ Labels: float32 multi-label over ``findings`` (default the thesis's 5), or with
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -20,7 +22,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from medgan.data.base import BadInputLog, DataError, ItemListDataset, filter_by_split, subject_key
+from medgan.data.base import BadInputLog, DataError, ItemListDataset, filter_by_split, logger, read_csv_text, subject_key
+from medgan.data.base import reads_data_root
 from medgan.data.dicom import pixel_values, read_dicom
 from medgan.data.phantoms.cxr import ALL_FINDINGS, slug
 from medgan.data.png_folders import read_png
@@ -28,21 +31,139 @@ from medgan.data.splits import split_path, subject_split
 from medgan.data.transforms import resize
 
 FINDINGS = ("Nodule", "Consolidation", "Interstitial Opacity", "Pleural Effusion", "Pneumothorax")
-# spellings in other label sets that mean one of our findings (case-insensitive)
-DEFAULT_FINDING_ALIASES = {"effusion": "Pleural Effusion", "interstitial opacities": "Interstitial Opacity"}
+# Every label of ChestX-ray14, CheXpert, MIMIC-CXR (CheXpert labeller), VinDr-CXR and the phantom,
+# as spelled there (lower-case, spaces collapsed) -> the finding it means. Labels that are one of the
+# study's findings map onto it; the rest are kept as named other findings. A label in no entry here
+# (nor in ``finding_aliases``) is unmatched: see :func:`match_findings`.
+FINDING_SPELLINGS = {
+    # the study's five
+    "nodule": "Nodule",                                          # ChestX-ray14
+    "nodule/mass": "Nodule",                                     # VinDr-CXR: one label for both, cannot be split
+    "consolidation": "Consolidation",                            # all four
+    "interstitial opacity": "Interstitial Opacity",              # phantom, thesis
+    "interstitial opacities": "Interstitial Opacity",
+    "ild": "Interstitial Opacity",                               # VinDr-CXR
+    "interstitial lung disease": "Interstitial Opacity",         # VinDr-CXR (long form)
+    "interstitial lung disease (ild)": "Interstitial Opacity",
+    "pleural effusion": "Pleural Effusion",                      # CheXpert, MIMIC-CXR; VinDr-CXR "Pleural effusion"
+    "effusion": "Pleural Effusion",                              # ChestX-ray14
+    "pneumothorax": "Pneumothorax",                              # all four
+    # ChestX-ray14's others (Mass, >3 cm, is its own label there; map it with finding_aliases if wanted)
+    "atelectasis": "Atelectasis", "cardiomegaly": "Cardiomegaly", "infiltration": "Infiltration",
+    "mass": "Mass", "pneumonia": "Pneumonia", "emphysema": "Emphysema", "fibrosis": "Fibrosis",
+    "pleural_thickening": "Pleural Thickening", "hernia": "Hernia", "edema": "Edema",
+    # CheXpert / MIMIC-CXR's others
+    "enlarged cardiomediastinum": "Enlarged Cardiomediastinum", "lung opacity": "Lung Opacity",
+    "lung lesion": "Lung Lesion", "pleural other": "Pleural Other", "fracture": "Fracture",
+    "support devices": "Support Devices",
+    # VinDr-CXR's others
+    "aortic enlargement": "Aortic Enlargement", "calcification": "Calcification",
+    "clavicle fracture": "Clavicle Fracture", "enlarged pa": "Enlarged PA", "lung cavity": "Lung Cavity",
+    "lung cyst": "Lung Cyst", "mediastinal shift": "Mediastinal Shift", "pleural thickening": "Pleural Thickening",
+    "rib fracture": "Rib Fracture", "other lesion": "Other Lesion", "copd": "COPD", "lung tumor": "Lung Tumor",
+    "tuberculosis": "Tuberculosis", "other disease": "Other Disease", "other diseases": "Other Disease",
+    # the phantom's untrained findings (Rib Fracture, Calcification above)
+    "pneumoperitoneum": "Pneumoperitoneum", "mediastinal widening": "Mediastinal Widening",
+    "subcutaneous emphysema": "Subcutaneous Emphysema",
+}
 REQUIRED_COLUMNS = ("Image Index", "Finding Labels", "Patient ID")
 NORMAL = "no finding"
+LABELS_COLUMN = "Finding Labels"
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"\s+", " ", str(name).strip().lower())
+
+
+def _loose(name: str) -> str:
+    """A spelling with case, ``_ - /`` and plural ``s`` ignored: only to *find* near misses."""
+    words = re.sub(r"[\s_\-/]+", " ", _norm(name)).split()
+    return " ".join(w[:-1] if len(w) > 3 and w.endswith("s") else w for w in words)
 
 
 def parse_findings(text: str, *, aliases: dict[str, str]) -> list[str]:
-    """``"A|B"`` -> ["A", "B"] with aliases applied; "No Finding"/blank -> []."""
+    """``"A|B"`` -> ["A", "B"] with aliases (lower-case spelling -> name) applied; "No Finding"/blank -> []."""
     out = []
     for part in str(text).split("|"):
         part = part.strip()
-        if not part or part.lower() == NORMAL:
+        if not part or _norm(part) == NORMAL:
             continue
-        out.append(aliases.get(part.lower(), part))
+        out.append(aliases.get(_norm(part), part))
     return out
+
+
+def match_findings(label_texts: Sequence[str], findings: Sequence[str], aliases: dict[str, str]) -> dict:
+    """Explicit matching of the raw labels of a ``Finding Labels`` column.
+
+    ``aliases``: lower-case spelling -> finding name (:data:`FINDING_SPELLINGS` plus the user's).
+    Returns ``{"matched": {finding: [raw]}, "other": {name: [raw]}, "near_misses": {finding: [raw]},
+    "unmatched": [raw], "mapping": {raw: name}}``: ``matched`` labels set a study finding, ``other``
+    are known findings outside ``findings``, ``near_misses`` are labels in no table that look like a
+    study finding (``Pleural_Effusion``, ``Nodules``) and ``unmatched`` the remaining unknown ones.
+    Neither near misses nor unmatched labels set any target.
+    """
+    wanted = {_norm(f): f for f in findings}
+    matched = {f: [] for f in findings}
+    other, near = {}, {f: [] for f in findings}
+    unmatched, mapping = [], {}
+    raws = {part.strip() for text in label_texts for part in str(text).split("|")}
+    for raw in sorted(r for r in raws if r and _norm(r) != NORMAL):
+        name = aliases.get(_norm(raw))
+        if name is None and _norm(raw) in wanted:
+            name = wanted[_norm(raw)]
+        if name is not None:
+            mapping[raw] = name
+            if _norm(name) in wanted:
+                matched[wanted[_norm(name)]].append(raw)
+            else:
+                other.setdefault(name, []).append(raw)
+            continue
+        close = [f for f in findings if _loose(f) in _loose(raw) or _loose(raw) in _loose(f)
+                 or difflib.SequenceMatcher(None, _loose(f), _loose(raw)).ratio() >= 0.85]
+        for finding in close:
+            near[finding].append(raw)
+        if not close:
+            unmatched.append(raw)
+    return {"matched": matched, "other": other, "near_misses": {k: v for k, v in near.items() if v},
+            "unmatched": unmatched, "mapping": mapping}
+
+
+
+def clean_labels_table(table: pd.DataFrame, csv_path: Path, *, aliases: dict[str, str],
+                       bad_input: BadInputLog) -> tuple[pd.DataFrame, int]:
+    """Drop the rows a labels CSV cannot stand behind; returns (table, identical duplicates collapsed).
+
+    A blank ``Image Index`` or ``Patient ID`` (a blank ID must never merge images into one subject),
+    and an ``Image Index`` listed twice with different findings, Patient ID or View Position, are
+    bad input (``bad_input.problem``: a DataError, or each skipped and counted). Rows repeated with
+    the same values are collapsed to one (``|`` order and finding spelling ignored).
+    """
+    table = table.assign(**{c: table[c].str.strip() for c in ("Image Index", "Patient ID")},
+                         _row=np.arange(len(table)) + 2)  # CSV line numbers (header = line 1)
+    bad_rows = set()
+    for column in ("Image Index", "Patient ID"):
+        for _, row in table[table[column] == ""].iterrows():
+            where = f"Image Index {row['Image Index']!r}, " if column == "Patient ID" else ""
+            bad_input.problem(csv_path, f"{column}: blank in row {row['_row']} ({where}a blank ID "
+                                        f"would merge unrelated images)")
+            bad_rows.add(row["_row"])
+    table = table[~table["_row"].isin(bad_rows)]
+    compared = ["_findings", "Patient ID"] + (["View Position"] if "View Position" in table.columns else [])
+    table = table.assign(_findings=["|".join(sorted(set(parse_findings(t, aliases=aliases))))
+                                    for t in table[LABELS_COLUMN]])
+    identical = table.duplicated(subset=["Image Index", *compared], keep="first")
+    collapsed = int(identical.sum())
+    if collapsed:
+        logger.warning("%s: %d repeated Image Index row(s) with identical labels collapsed", csv_path, collapsed)
+    table = table[~identical]
+    repeated = table[table.duplicated(subset="Image Index", keep=False)]
+    drop = set()
+    for index, rows in repeated.groupby("Image Index", sort=True):
+        differing = [LABELS_COLUMN if c == "_findings" else c for c in compared if rows[c].nunique() > 1]
+        bad_input.problem(csv_path, f"{', '.join(differing)}: Image Index {index!r} listed in rows "
+                                    f"{rows['_row'].tolist()} with contradictory values")
+        drop.update(rows["_row"])
+    return table[~table["_row"].isin(drop)].drop(columns=["_row", "_findings"]), collapsed
 
 
 def percentile_to_8bit(values: np.ndarray, *, low_percentile: float, high_percentile: float) -> np.ndarray:
@@ -67,9 +188,12 @@ def read_radiograph(path: Path, *, low_percentile: float, high_percentile: float
         raise DataError(f"{path}: expected one grayscale frame, pixel array has shape {values.shape}")
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric == "MONOCHROME1":  # low values are bright: flip around the LUT's range
-        slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
-        intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
-        lut_max = (2 ** int(getattr(ds, "BitsStored", 16)) - 1) * slope + intercept
+        try:
+            slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
+            intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+            lut_max = (2 ** int(getattr(ds, "BitsStored", 16)) - 1) * slope + intercept
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{path}: RescaleSlope/RescaleIntercept/BitsStored not numeric ({exc})") from exc
         values = lut_max + intercept - values
     elif photometric != "MONOCHROME2":
         raise DataError(f"{path}: PhotometricInterpretation {photometric!r} not supported (MONOCHROME1/2)")
@@ -84,19 +208,26 @@ class ChestXray(ItemListDataset):
         labels_csv: file name in ``root`` (ChestX-ray14: ``Data_Entry_2017.csv``).
         image_dir: folder of images named by ``Image Index`` (DICOM or PNG).
         image_size: output side in px. findings: label order for the multi-label target.
-        finding_aliases: lower-case spelling -> finding name.
+        finding_aliases: lower-case spelling -> finding name, added to :data:`FINDING_SPELLINGS`.
+            A label in neither that looks like a study finding (``Nodules``, ``Pleural_Effusion``)
+            raises DataError naming the CSV, the column and the labels, whatever ``skip_bad``
+            says; other unknown labels are logged and kept as other findings.
         label_mode: "findings" (float32 vector) or "abnormal" (int 0/1).
         normal_only / abnormal_only: keep only "No Finding" / only abnormal images.
         view_positions: keep these View Position values (None keeps all).
         with_masks: add ``mask`` (K, S, S) over ``mask_findings`` from ``truth/masks`` (phantoms).
         split, split_fractions, split_seed: split by Patient ID (``root/splits_*.json``).
-        skip_bad: skip (log, count) missing/unreadable images instead of raising.
+        skip_bad: skip (log, count in ``.bad_input``) missing/unreadable images, rows with a blank
+            Image Index or Patient ID and Image Index rows with contradictory values, instead of
+            raising. Identical repeated rows are collapsed (``.duplicates_collapsed``).
         low_percentile, high_percentile: the 8-bit normalisation window (thesis: 99th).
 
     Items: image (1, S, S) in [-1, 1]; label (see label_mode); subject key; meta
-    {abnormal, n_findings, finding_labels, view_position, other_findings}.
+    {abnormal, n_findings, finding_labels, view_position, other_findings}. ``.label_report`` holds
+    the label matching (:func:`match_findings`).
     """
 
+    @reads_data_root(subject_dirs=("{image_dir}/*",))  # per-patient image folders, where an export has them
     def __init__(self, root: str | os.PathLike, *, labels_csv: str = "Data_Entry.csv", image_dir: str = "images",
                  image_size: int = 64, findings: Sequence[str] = FINDINGS, finding_aliases: dict | None = None,
                  label_mode: str = "findings", normal_only: bool = False, abnormal_only: bool = False,
@@ -110,14 +241,27 @@ class ChestXray(ItemListDataset):
             raise ValueError(f"label_mode must be 'findings' or 'abnormal', got {label_mode!r}")
         self.bad_input = BadInputLog(skip_bad=skip_bad, name="ChestXray")
         csv_path = root / labels_csv
-        if not csv_path.is_file():
-            raise DataError(f"{csv_path}: labels CSV not found")
-        table = pd.read_csv(csv_path, dtype={"Patient ID": str}, keep_default_na=False)
+        table = read_csv_text(csv_path, "labels CSV")
         missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
         if missing:
             raise DataError(f"{csv_path}: missing column(s) {missing}")
-        aliases = {k.lower(): v for k, v in {**DEFAULT_FINDING_ALIASES, **(finding_aliases or {})}.items()}
+        aliases = {_norm(k): v for k, v in {**FINDING_SPELLINGS, **(finding_aliases or {})}.items()}
         self.findings = list(findings)
+        self.label_report = match_findings(table[LABELS_COLUMN].tolist(), self.findings, aliases)
+        if self.label_report["near_misses"]:
+            near = "; ".join(f"{raw} (like {finding!r})" for finding, raws in self.label_report["near_misses"].items()
+                             for raw in raws)
+            raise DataError(f"{csv_path}: {LABELS_COLUMN}: label(s) match no finding: {near}; add each to "
+                            f"finding_aliases (lower-case spelling -> finding) if it means that finding")
+        if self.label_report["unmatched"]:
+            logger.warning("%s: %s: label(s) %s match no known finding; kept as other findings",
+                           csv_path, LABELS_COLUMN, self.label_report["unmatched"])
+        unseen = [f for f, raws in self.label_report["matched"].items() if not raws]
+        if unseen:
+            logger.warning("%s: %s: no label maps to finding(s) %s: their targets are all zero",
+                           csv_path, LABELS_COLUMN, unseen)
+        table, self.duplicates_collapsed = clean_labels_table(table, csv_path, aliases=aliases,
+                                                              bad_input=self.bad_input)
         self.mask_findings = list(mask_findings) if mask_findings is not None else None
         table["subject"] = [subject_key(f"cxr:{p}") for p in table["Patient ID"]]
         self.split_map = subject_split(sorted(set(table["subject"])), fractions=split_fractions, seed=split_seed,

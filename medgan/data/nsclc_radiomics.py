@@ -9,18 +9,20 @@ resize to ``image_size`` (area). Label: ``deadstatus.event`` (1 died, 0 alive).
 
 from __future__ import annotations
 
-import hashlib
+import io
 import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from pandas._libs.parsers import STR_NA_VALUES
 from tqdm.auto import tqdm
 
 from medgan import atomic
-from medgan.config import dataset_work_dir
-from medgan.data.base import BadInputLog, DataError, ItemListDataset, filter_by_split, subject_key
+from medgan.config import dataset_work_dir, ensure_free_space
+from medgan.data.base import (BadInputLog, DataAccessError, DataError, ItemListDataset, files_digest, filter_by_split,
+                              logger, reads_data_root, subject_key)
 from medgan.data.dicom import find_series, load_series
 from medgan.data.nifti import read_nifti
 from medgan.data.splits import split_path, subject_split
@@ -30,20 +32,88 @@ CLINICAL_CSV = "NSCLC-Radiomics-Lung1.clinical-version3-Oct-2019.csv"
 REQUIRED_COLUMNS = ("PatientID", "Histology", "deadstatus.event")
 
 
-def read_clinical(path: str | os.PathLike, *, salt: str | None = None) -> pd.DataFrame:
-    """The clinical CSV indexed by pseudonymous subject key (PatientID column dropped)."""
+def read_clinical(path: str | os.PathLike, *, salt: str | None = None, encoding: str | None = None,
+                  log: BadInputLog | None = None) -> pd.DataFrame:
+    """The clinical CSV indexed by pseudonymous subject key (PatientID column dropped).
+
+    PatientID is read as text (``"007"`` stays ``"007"``, as in the DICOM tag). ``encoding``
+    None reads UTF-8 (with or without BOM) and falls back to Windows-1252/Latin-1, saying so in
+    the log; give it to force one. An empty or unparsable file, a blank PatientID and contradictory
+    duplicate rows of one patient raise :class:`DataError` naming the file and the field (with
+    ``log.skip_bad`` a contradictory patient is skipped and counted instead); rows repeated
+    identically are kept once and counted. Rows are named by line number, never by PatientID.
+    """
     path = Path(path)
+    log = log or BadInputLog(name="clinical CSV")
     if not path.is_file():
         raise DataError(f"{path}: clinical CSV not found")
-    table = pd.read_csv(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataAccessError(f"{path}: clinical CSV unreadable ({type(exc).__name__}: {exc.strerror})") from exc
+    if not raw.strip():
+        raise DataError(f"{path}: clinical CSV is empty ({len(raw)} bytes); expected a header with "
+                        f"{list(REQUIRED_COLUMNS)}")
+    text = _decode_csv(raw, path, encoding)
+    try:
+        columns = pd.read_csv(io.StringIO(text), nrows=0).columns
+        # PatientID as text, never a missing value; every other column with pandas' usual NA spellings
+        table = pd.read_csv(io.StringIO(text), dtype={"PatientID": str}, keep_default_na=False,
+                            na_values={c: sorted(STR_NA_VALUES) for c in columns if c != "PatientID"})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({type(exc).__name__}: {exc})") from exc
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}")
-    bad = table["deadstatus.event"].isna() | ~table["deadstatus.event"].isin([0, 1])
+    table["PatientID"] = table["PatientID"].astype(str).str.strip()
+    blank = np.flatnonzero(table["PatientID"] == "")
+    if blank.size:
+        raise DataError(f"{path}: PatientID blank on row(s) {list(blank + 2)[:5]}")
+    event = pd.to_numeric(table["deadstatus.event"], errors="coerce")
+    bad = event.isna() | ~event.isin([0, 1])
     if bad.any():
         raise DataError(f"{path}: deadstatus.event must be 0/1 (row(s) {list(np.flatnonzero(bad) + 2)[:5]})")
-    table["subject"] = [subject_key(str(p), salt=salt) for p in table["PatientID"]]
-    return table.drop(columns=["PatientID"]).set_index("subject")
+    table["deadstatus.event"] = event.astype(int)
+    table["subject"] = [subject_key(p, salt=salt) for p in table["PatientID"]]
+    table = table.drop(columns=["PatientID"])
+    keep, rejected = np.ones(len(table), dtype=bool), set()
+    for subject, rows in table.groupby("subject", sort=True).groups.items():
+        if len(rows) < 2:
+            continue
+        lines = [int(r) + 2 for r in rows]  # header is line 1
+        if len(table.loc[rows].drop_duplicates()) == 1:  # the same row repeated: unambiguous, keep one
+            keep[list(rows)[1:]] = False
+            log.skipped.append((str(path), f"PatientID: rows {lines} are one patient ({subject}) repeated identically; "
+                                           "kept once"))
+            continue
+        log.problem(path, f"PatientID: rows {lines} are one patient ({subject}) with different values")
+        keep[list(rows)] = False
+        rejected.add(subject)
+    lines = dict(zip(table["subject"][keep], np.flatnonzero(keep) + 2))
+    table = table[keep].set_index("subject")
+    table.attrs["rejected_subjects"] = sorted(rejected)  # skipped above: not to be reported again
+    table.attrs["csv_lines"] = lines  # subject -> line number in the file, for messages
+    return table
+
+
+def _decode_csv(raw: bytes, path: Path, encoding: str | None) -> str:
+    if encoding is not None:
+        try:
+            return raw.decode(encoding)
+        except (UnicodeDecodeError, LookupError) as exc:
+            raise DataError(f"{path}: not decodable as {encoding!r} ({exc})") from exc
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    for fallback in ("cp1252", "latin-1"):  # spreadsheet exports of Western European sites
+        try:
+            text = raw.decode(fallback)
+        except UnicodeDecodeError:
+            continue
+        logger.warning("%s: not UTF-8; read as %s (pass encoding=... to choose)", path.name, fallback)
+        return text
+    raise DataError(f"{path}: not UTF-8 text; expected UTF-8 (or pass encoding=...)")  # latin-1 never fails
 
 
 class NSCLCRadiomics(ItemListDataset):
@@ -59,27 +129,32 @@ class NSCLCRadiomics(ItemListDataset):
         with_masks: add ``mask`` (1, H, W) from ``root/truth/masks/<PatientID>.nii.gz`` (phantoms).
         tumour_slices_only: keep only slices whose mask has tumour (needs ``with_masks``).
         split_fractions, split_seed: the subject split (written beside the data, reused).
-        skip_bad: skip (log and count in ``.bad_input``) unreadable slices/series instead of raising.
-        cache: keep decoded windowed slices in ``<dataset work dir>/cache/*.npz`` (``medgan.config.dataset_work_dir``) (written atomically).
+        skip_bad: skip (log and count in ``.bad_input``) unreadable slices/series, unreadable folders,
+            CT series without a clinical row and clinical rows without a CT series, instead of raising.
+        clinical_encoding: the CSV's text encoding; None reads UTF-8 and falls back to Windows-1252.
+        cache: keep decoded windowed slices in ``<dataset work dir>/cache/*.npz`` (``medgan.config.dataset_work_dir``),
+            written atomically and keyed by a hash of every slice file's bytes and the settings.
 
     Items: image (1, S, S) in [-1, 1]; label 0/1; subject key; meta
     {histology, slice_index, z_mm, n_slices, spacing_z_mm, pixel_spacing_mm}.
     """
 
+    @reads_data_root(subject_dirs=("NSCLC-Radiomics/*", "*"))  # patient folders = PatientID (TCIA)
     def __init__(self, root: str | os.PathLike, *, split: str | None = None,
                  window_center_hu: float = -600.0, window_width_hu: float = 1500.0,
                  crop_size: int | None = 160, image_size: int = 128,
                  histologies: Sequence[str] | None = None, with_masks: bool = False,
                  tumour_slices_only: bool = False, clinical_csv: str | os.PathLike | None = None,
                  split_fractions=(0.8, 0.1, 0.1), split_seed: int = 0, skip_bad: bool = False,
-                 salt: str | None = None, cache: bool = True, progress: bool = False):
+                 salt: str | None = None, cache: bool = True, progress: bool = False,
+                 clinical_encoding: str | None = None):
         root = Path(root)
         self.root = root
         self.bad_input = BadInputLog(skip_bad=skip_bad, name="NSCLCRadiomics")
         clinical_path = Path(clinical_csv) if clinical_csv else root / CLINICAL_CSV
         if not clinical_path.is_file() and (root / "NSCLC-Radiomics" / CLINICAL_CSV).is_file():
             clinical_path = root / "NSCLC-Radiomics" / CLINICAL_CSV
-        clinical = read_clinical(clinical_path, salt=salt)
+        clinical = read_clinical(clinical_path, salt=salt, encoding=clinical_encoding, log=self.bad_input)
         images_root = root / "NSCLC-Radiomics" if (root / "NSCLC-Radiomics").is_dir() else root
         series = find_series(images_root, modality="CT", salt=salt, log=self.bad_input)
         if not series:
@@ -93,9 +168,15 @@ class NSCLCRadiomics(ItemListDataset):
                 for extra in found[1:]:
                     self.bad_input.skipped.append((str(extra.folder), "second CT series of the patient ignored"))
         subjects = sorted(by_subject)
-        no_clinical = [s for s in subjects if s not in clinical.index]
+        # both directions, each counted: CT without a clinical row, clinical row without CT
+        rejected = set(clinical.attrs.get("rejected_subjects", ()))
+        no_clinical = [s for s in subjects if s not in clinical.index and s not in rejected]
         for s in no_clinical:
             self.bad_input.problem(by_subject[s][0].folder, "patient has no row in the clinical CSV (PatientID)")
+        lines = clinical.attrs.get("csv_lines") or {s: i + 2 for i, s in enumerate(clinical.index)}
+        for s in sorted(set(clinical.index) - set(by_subject), key=lines.get):
+            self.bad_input.problem(clinical_path, f"PatientID on row {lines[s]} ({s}) has no CT series under "
+                                                  f"{images_root} (patient folder missing or unreadable)")
         subjects = [s for s in subjects if s in clinical.index]
         # split over every patient with CT and clinical data, before filters, so all settings agree
         self.split_map = subject_split(subjects, fractions=split_fractions, seed=split_seed,
@@ -131,18 +212,25 @@ class NSCLCRadiomics(ItemListDataset):
         super().__init__(records)
 
     def _load_subject(self, series, *, with_masks: bool, salt, cache: bool):
-        # the key changes when any file changes (size, mtime) or a setting changes
-        stamps = sorted((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in series.files)
-        key = hashlib.sha256(repr((series.series_uid, stamps, self.settings)).encode()).hexdigest()[:16]
-        cache_path = dataset_work_dir(self.root) / "cache" / f"nsclc-{key}.npz"
-        if cache and cache_path.is_file():
-            stored = np.load(cache_path)
-            slices, z_mm, spacing = stored["slices"], stored["z_mm"], tuple(stored["spacing_mm"])
+        cache_path, stored = None, None
+        if cache:  # keyed on content (every file's bytes), so a re-export with preserved times is re-decoded
+            key = files_digest(sorted(series.files), "nsclc-cache-v3", series.series_uid, self.settings)
+            cache_path = dataset_work_dir(self.root) / "cache" / f"nsclc-{key}.npz"
+        if cache_path is not None and cache_path.is_file():
+            try:
+                with np.load(cache_path) as npz:
+                    stored = npz["slices"], npz["z_mm"], tuple(float(v) for v in npz["spacing_mm"])
+            except Exception:  # a damaged cache entry is not the data's fault: decode again
+                stored = None
+        if stored is not None:
+            slices, z_mm, spacing = stored
         else:
             volume = load_series(series.files, salt=salt, log=self.bad_input)
             slices = self._prepare(volume.array, is_mask=False)
             z_mm, spacing = volume.positions_mm, volume.spacing_mm
-            if cache:
+            if cache_path is not None:
+                ensure_free_space(cache_path.parent, slices.nbytes + z_mm.nbytes + 4096,
+                                  "the NSCLC-Radiomics decoded cache")
                 with atomic.atomic_path(cache_path) as tmp:
                     with open(tmp, "wb") as f:
                         np.savez(f, slices=slices, z_mm=z_mm, spacing_mm=np.array(spacing))
@@ -171,3 +259,4 @@ class NSCLCRadiomics(ItemListDataset):
         if mask.shape[0] != n_slices:
             raise DataError(f"{path}: mask has {mask.shape[0]} slices, CT has {n_slices}")
         return self._prepare(mask, is_mask=True)
+

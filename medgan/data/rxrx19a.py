@@ -24,7 +24,8 @@ import pandas as pd
 from skimage import filters, measure
 from tqdm.auto import tqdm
 
-from medgan.data.base import BadInputLog, DataError, ItemListDataset, filter_by_split, subject_key
+from medgan.data.base import BadInputLog, DataError, ItemListDataset, filter_by_split, logger, read_csv_text, subject_key
+from medgan.data.base import reads_data_root
 from medgan.data.png_folders import read_png
 from medgan.data.splits import split_path, subject_split
 from medgan.data.transforms import resize
@@ -72,22 +73,71 @@ def match_treatments(names: Sequence[str], aliases: dict[str, Sequence[str]]) ->
     return {"matched": matched, "near_misses": {k: v for k, v in near.items() if v}, "mapping": mapping}
 
 
-def read_metadata(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise DataError(f"{path}: metadata.csv not found")
-    table = pd.read_csv(path, keep_default_na=False, dtype={"well": str, "experiment": str, "site_id": str})
+# columns that locate a site's images and its subject; blank values would merge sites or wells
+ID_COLUMNS = ("site_id", "well_id", "experiment", "plate", "well", "site")
+
+
+
+def read_metadata(path: Path, *, bad_input: BadInputLog | None = None) -> pd.DataFrame:
+    """metadata.csv as text columns plus ``treatment_conc_um`` (float).
+
+    Rows with a blank ID column (:data:`ID_COLUMNS`) or a non-integer ``site``, and sites listed
+    twice with different values, are bad input (``bad_input.problem``: error, or skipped and
+    counted). Identical repeated rows are collapsed to one; their count is in
+    ``table.attrs["duplicates_collapsed"]``. Unknown disease conditions and non-numeric
+    concentrations raise :class:`DataError`.
+    """
+    bad_input = bad_input or BadInputLog(name="RxRx19a")
+    table = read_csv_text(path, "metadata.csv")
     missing = [c for c in METADATA_COLUMNS if c not in table.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}")
+    for column in METADATA_COLUMNS:
+        table[column] = table[column].str.strip()
+    table = table.assign(_row=np.arange(len(table)) + 2)  # CSV line numbers (header = line 1)
+    bad_rows = set()
+    for column in ID_COLUMNS:
+        for line in table.loc[table[column] == "", "_row"]:
+            bad_input.problem(path, f"{column}: blank in row {line} (a blank ID would merge sites)")
+            bad_rows.add(line)
+    not_int = ~table["site"].str.fullmatch(r"\d+") & (table["site"] != "")
+    for line in table.loc[not_int, "_row"]:
+        bad_input.problem(path, f"site: not an integer in row {line}")
+        bad_rows.add(line)
+    table = table[~table["_row"].isin(bad_rows)]
+    table, collapsed = _dedupe_sites(table, path, bad_input)
     unknown = sorted(set(table["disease_condition"]) - set(DISEASE_CONDITIONS))
     if unknown:
         raise DataError(f"{path}: disease_condition has unknown value(s) {unknown[:5]}")
     conc = pd.to_numeric(table["treatment_conc"].replace("", np.nan), errors="coerce")
-    bad = conc.isna() & (table["treatment_conc"].astype(str).str.strip() != "")
+    bad = conc.isna() & (table["treatment_conc"] != "")
     if bad.any():
-        raise DataError(f"{path}: treatment_conc not numeric in row(s) {list(np.flatnonzero(bad) + 2)[:5]}")
-    table["treatment_conc_um"] = conc.fillna(0.0)
-    return table
+        raise DataError(f"{path}: treatment_conc not numeric in row(s) {table.loc[bad, '_row'].tolist()[:5]}")
+    table = table.assign(treatment_conc_um=conc.fillna(0.0).astype(float)).drop(columns="_row")
+    table.attrs["duplicates_collapsed"] = collapsed
+    return table.reset_index(drop=True)
+
+
+def _dedupe_sites(table: pd.DataFrame, path: Path, bad_input: BadInputLog) -> tuple[pd.DataFrame, int]:
+    """Collapse identical repeated rows; a site_id, or a site's image location, listed with
+    different values is bad input (every row of it dropped when skipped)."""
+    columns = list(METADATA_COLUMNS)
+    identical = table.duplicated(subset=columns, keep="first")
+    collapsed = int(identical.sum())
+    if collapsed:
+        logger.warning("%s: %d identical repeated row(s) collapsed", path, collapsed)
+    table = table[~identical]
+    drop = set()
+    for key, label in ((["site_id"], "site_id"), (["experiment", "plate", "well", "site"], "image location")):
+        left = table[~table["_row"].isin(drop)]  # one problem per conflict, not one per key
+        repeated = left[left.duplicated(subset=key, keep=False)]
+        for value, rows in repeated.groupby(key, sort=True):
+            differing = [c for c in columns if rows[c].nunique() > 1]
+            shown = value if len(key) > 1 else value[0]
+            bad_input.problem(path, f"{', '.join(differing)}: {label} {shown!r} listed in rows "
+                                    f"{rows['_row'].tolist()} with different values")
+            drop.update(rows["_row"])
+    return table[~table["_row"].isin(drop)], collapsed
 
 
 class RxRx19a(ItemListDataset):
@@ -117,6 +167,7 @@ class RxRx19a(ItemListDataset):
     the treatment matching; ``.domain_names`` the label names.
     """
 
+    @reads_data_root()  # plates and wells, no patient folders
     def __init__(self, root: str | os.PathLike, *, cell_type: str | None = "HRCE",
                  domains=STUDY_DOMAINS, treatment_aliases: dict | None = None,
                  concentrations_um: Sequence[float] | None = None, crop_size: int | None = 64,
@@ -128,7 +179,8 @@ class RxRx19a(ItemListDataset):
         if crop_mode not in ("tiles", "cells"):
             raise ValueError(f"crop_mode must be 'tiles' or 'cells', got {crop_mode!r}")
         self.bad_input = BadInputLog(skip_bad=skip_bad, name="RxRx19a")
-        table = read_metadata(root / "metadata.csv")
+        table = read_metadata(root / "metadata.csv", bad_input=self.bad_input)
+        self.duplicates_collapsed = table.attrs["duplicates_collapsed"]  # identical repeated metadata rows
         aliases = treatment_aliases or DEFAULT_TREATMENT_ALIASES
         self.match_report = match_treatments(table["treatment"].tolist(), aliases)
         all_wells = table["well_id"].astype(str).tolist()
@@ -174,9 +226,12 @@ class RxRx19a(ItemListDataset):
                     truth_path = root / "truth" / "fields" / f"{row['site_id']}.npz"
                     if not truth_path.is_file():
                         raise DataError(f"{truth_path}: truth renders missing (with_truth needs a phantom)")
-                    stored = np.load(truth_path)
-                    truth_names = list(stored["conditions"])
-                    truth = stored["images"].astype(np.float32) / 127.5 - 1.0
+                    try:
+                        stored = np.load(truth_path)
+                        truth_names = list(stored["conditions"])
+                        truth = stored["images"].astype(np.float32) / 127.5 - 1.0
+                    except (OSError, ValueError, KeyError) as exc:
+                        raise DataError(f"{truth_path}: truth renders unreadable ({type(exc).__name__}: {exc})") from exc
             except DataError as exc:
                 self.bad_input.reject(exc, folder / f"{row['well']}_s{row['site']}")
                 continue

@@ -1,4 +1,5 @@
-"""Seeded subject-level splits, written beside the data and reused by every notebook."""
+"""Seeded subject-level splits, kept in the dataset's work folder (never inside the data root, which
+may be read-only) and reused by every notebook."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from medgan import atomic
-from medgan.config import dataset_work_dir
+from medgan.config import dataset_work_dir, ensure_free_space
 from medgan.data.base import DataError
 
 DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
@@ -35,8 +36,9 @@ def subject_split(subjects: Iterable[str], *, fractions: Mapping[str, float] | I
         subjects: pseudonymous subject keys (duplicates ignored).
         fractions: split name -> fraction (summing to 1), or a sequence read as train/val/test.
         seed: the shuffle seed.
-        path: JSON file (beside the data). If it exists with the same subjects, fractions and
-            seed, its mapping is returned unchanged; otherwise a new one is written atomically.
+        path: JSON file (:func:`split_path`: in the dataset's work folder). If it exists with the
+            same subjects, fractions and seed, its mapping is returned unchanged; otherwise a new
+            one is written atomically, after checking the work folder's disk has room for it.
 
     Counts per split are ``round(fraction * n)`` with the remainder going to the first split,
     and every split with a positive fraction gets at least one subject when n allows.
@@ -70,8 +72,10 @@ def subject_split(subjects: Iterable[str], *, fractions: Mapping[str, float] | I
         for index in order[start:start + count]:
             mapping[subjects[index]] = name
         start += count
-    atomic.write_text(path, json.dumps({"seed": seed, "fractions": fractions, "subjects": subjects,
-                                        "mapping": mapping}, indent=1, sort_keys=True))
+    text = json.dumps({"seed": seed, "fractions": fractions, "subjects": subjects, "mapping": mapping},
+                      indent=1, sort_keys=True)
+    ensure_free_space(path.parent, len(text.encode("utf-8")), "the subject split")
+    atomic.write_text(path, text)
     return mapping
 
 

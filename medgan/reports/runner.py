@@ -31,6 +31,7 @@ from nbconvert import HTMLExporter
 
 from medgan import atomic
 from medgan.config import environment_info, git_commit, load_params, repo_root
+from medgan.data.base import ROOT_PLACEHOLDER, DataRoot
 from medgan.reports.runcard import CARD_ENV, RESULTS_ENV, run_card_html
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -122,6 +123,47 @@ def _card_cell(card: Mapping[str, Any]) -> nbformat.NotebookNode:
     return cell
 
 
+def data_path_scrubber(data_root: str | os.PathLike | None, notebook: Path | None = None):
+    """A function ``(text, html=False) -> text`` that removes the data root from what the runner writes.
+
+    The root (as given, absolute and resolved; a relative root also as the kernel resolves it,
+    from the notebook's folder) becomes ``<data root>``, and a path under it
+    ``<data root>/…/<file name>``: the runner does not know the layout, so it drops the folders
+    between, where a patient folder would be. Loaders already say relative, key-scrubbed paths;
+    this is the second line, for text nothing else scrubbed (the injected ``data_root``
+    parameter, the run card, a traceback).
+    """
+    if not data_root:
+        return lambda text, html=False: text
+    roots = [DataRoot(data_root)]
+    if notebook is not None and not Path(data_root).is_absolute():
+        roots.append(DataRoot(Path(notebook).parent / data_root))
+
+    def scrub(text: str, html: bool = False) -> str:
+        placeholder = "&lt;data root&gt;" if html else ROOT_PLACEHOLDER
+        for root in roots:
+            text = root.scrub(text, paths="basename", placeholder=placeholder)
+        return text
+    return scrub
+
+
+def _scrub_tree(obj: Any, scrub, html: bool = False) -> Any:
+    """Scrub every string in a JSON-like tree (a notebook, results), in place where it can.
+
+    HTML outputs and markdown cells get the placeholder HTML-escaped, so it shows as text.
+    """
+    if isinstance(obj, str):
+        return scrub(obj, html=html)
+    if isinstance(obj, dict):
+        markdown = obj.get("cell_type") == "markdown"
+        for key in list(obj):
+            as_html = html or key == "text/html" or (markdown and key == "source")
+            obj[key] = _scrub_tree(obj[key], scrub, as_html)
+    elif isinstance(obj, list):
+        obj[:] = [_scrub_tree(v, scrub, html) for v in obj]
+    return obj
+
+
 def render_notebook(notebook: Path, *, profile: str = "default", overrides: Mapping[str, Any] | None = None,
                     data_root: str | None = None, reports_dir: Path | None = None,
                     progress: bool = True, cell_timeout_s: int | None = None) -> ReportRecord:
@@ -136,6 +178,7 @@ def render_notebook(notebook: Path, *, profile: str = "default", overrides: Mapp
     card_path = tmp / "card.json"
     results_path = tmp / "results.json"
     executed = tmp / f"{name}.ipynb"
+    scrub = data_path_scrubber(data_root, notebook)  # no absolute data path in anything written below
     started = time.time()
     date = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     commit = git_commit()
@@ -161,6 +204,8 @@ def render_notebook(notebook: Path, *, profile: str = "default", overrides: Mapp
             else:
                 os.environ[key] = value
     wall = time.time() - started
+    if error is not None:
+        error = scrub(error)
     try:
         if error is None:
             nb = nbformat.read(executed, as_version=4)
@@ -168,6 +213,7 @@ def render_notebook(notebook: Path, *, profile: str = "default", overrides: Mapp
             card = json.loads(card_path.read_text()) if card_path.exists() else {
                 "notebook": name, "profile": profile, **environment_info()}
             card["wall time (s)"] = round(wall, 1)
+            card = _scrub_tree(card, scrub)
             # The card opens the report, right under the title cell.
             first = nb.cells[0] if nb.cells else None
             titled = first is not None and first.cell_type == "markdown" and first.source.lstrip().startswith("# ")
@@ -175,7 +221,9 @@ def render_notebook(notebook: Path, *, profile: str = "default", overrides: Mapp
             results = json.loads(results_path.read_text()) if results_path.exists() else {}
             results["run card"] = card
             # HTML and JSON render before anything is replaced, so a failure here keeps the old report.
-            page = export_html(nb)
+            _scrub_tree(nb, scrub)
+            results = _scrub_tree(json.loads(json.dumps(results, default=str)), scrub)
+            page = scrub(export_html(nb), html=True)
             atomic.write_text(reports_dir / f"{name}.json", json.dumps(results, indent=1, default=str))
             atomic.write_text(reports_dir / f"{name}.ipynb", nbformat.writes(nb))
             atomic.write_text(reports_dir / f"{name}.html", page)
@@ -188,7 +236,8 @@ def render_notebook(notebook: Path, *, profile: str = "default", overrides: Mapp
             if executed.exists():  # the partly executed notebook, to see where it broke
                 nb = nbformat.read(executed, as_version=4)
                 _strip_progress_widgets(nb)
-                atomic.write_text(reports_dir / f"{name}.failed.html", export_html(nb))
+                _scrub_tree(nb, scrub)
+                atomic.write_text(reports_dir / f"{name}.failed.html", scrub(export_html(nb), html=True))
             record = ReportRecord(name, "failed", profile, date, commit, round(wall, 1),
                                   report=f"{name}.failed.html" if executed.exists() else None, error=error)
     finally:

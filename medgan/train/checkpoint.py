@@ -117,15 +117,21 @@ class CheckpointIO:
 
     def load_latest(self, *, max_step: int | None = None) -> dict[str, Any] | None:
         """The newest readable checkpoint (at or before ``max_step``), skipping (and reporting) corrupt
-        ones; ``None`` if there are none.
+        ones (truncated, empty, garbled); ``None`` if there are none.
 
-        A file that carries pickled code is never skipped silently: it raises ``UnsafeFileError``.
+        A file that asks to run code on load is never skipped: it may have been tampered with, and so
+        may the older files beside it. The search stops there with ``UnsafeFileError`` naming it.
         """
         files = [p for p in self.list() if max_step is None or int(_NAME.match(p.name).group(1)) <= max_step]
         errors = []
         for path in files:
             try:
                 state = self.load(path)
+            except atomic.UnsafeFileError as exc:
+                raise atomic.UnsafeFileError(
+                    f"{exc} Resuming stopped here: older checkpoints in {self.dir} were not tried. Inspect "
+                    f"the folder; delete {path.name} only if you know how it got there.",
+                    path=path, refused=exc.refused) from exc
             except atomic.CorruptFileError as exc:
                 log.warning("skipping corrupt checkpoint: %s", exc)
                 errors.append(str(exc))

@@ -12,6 +12,8 @@ training loop takes the same route.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 from dataclasses import dataclass
 
@@ -43,6 +45,11 @@ def init(backend: str | None = None) -> DistInfo:
         if backend is None:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
+        # However the script ends (an exception, sys.exit, no cleanup() call), a gloo group goes
+        # before the interpreter does (see cleanup()). Not NCCL: tearing it down while a peer
+        # still waits in a collective can hang a failing job instead of ending it.
+        if dist.get_backend() == "gloo":
+            atexit.register(_destroy)
     return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(),
                     local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
@@ -54,8 +61,26 @@ def info() -> DistInfo:
 
 
 def cleanup() -> None:
+    """Leave the process group: wait for every rank, then tear it down (call once at the end).
+
+    The barrier keeps a rank from tearing down its connections while a peer still works in the
+    group. Tearing down before the interpreter exits matters: gloo's worker threads release their
+    last tensors, and a thread that needs the GIL while Python is finalizing is ended with
+    ``pthread_exit``, which aborts the process ("terminate called without an active exception",
+    SIGABRT) when it unwinds through C++. ``init`` registers the same teardown, without the
+    barrier, for a script that exits without calling this.
+    """
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
+    _destroy()
+
+
+def _destroy() -> None:
+    """Destroy the process group now, and its gloo/NCCL threads with it (no collective)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    gc.collect()  # a group kept alive by a reference cycle would otherwise die at interpreter exit
 
 
 def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:

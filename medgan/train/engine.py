@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from medgan import atomic
 from medgan.train import distributed
-from medgan.train.checkpoint import CheckpointIO, capture_rng, restore_rng
+from medgan.train.checkpoint import CheckpointError, CheckpointIO, capture_rng, restore_rng
 from medgan.train.fingerprint import digest, run_fingerprint
 from medgan.train.step import StepContext, TrainingStep
 
@@ -79,8 +79,29 @@ def read_log(run_dir: str | Path) -> pd.DataFrame:
     path = Path(run_dir) / LOG_FILE
     if not path.exists():
         return pd.DataFrame(columns=["step"])
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return pd.DataFrame(rows)
+    rows = [row for _, row in _log_entries(path)]
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["step"])
+
+
+def _log_entries(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The lines of a JSONL training log with their rows. A torn last line (the process died mid-write, or a
+    reader caught the writer mid-line) is dropped with a warning; any other bad line is an error
+    naming the file and the line."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+    rows = []
+    for i, (n, line) in enumerate(numbered):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise ValueError("not an object with an integer 'step'")
+        except ValueError as exc:
+            if i == len(numbered) - 1:
+                log.warning("%s: line %d is cut short (%s); dropped", path, n, exc)
+                break
+            raise atomic.CorruptFileError(f"{path}: line {n}: not a log row ({exc})") from exc
+        rows.append((line, row))
+    return rows
 
 
 class _BatchList(torch.utils.data.Sampler):
@@ -379,14 +400,25 @@ def _write_samples(step: TrainingStep, ctx: StepContext, path: Path, n: int) -> 
         _save_grid(images, path, nrow=int(np.ceil(np.sqrt(len(images)))))
 
 
+_GROUP_NOUN = {"nets": "network", "optimizers": "optimizer", "schedulers": "scheduler"}
+
+
 def _load_state(step: TrainingStep, state: Mapping[str, Any], scaler) -> None:
+    """Load a checkpoint into ``step``; a checkpoint that does not fit the model (other networks,
+    other tensor shapes) raises ``CheckpointError`` naming the file and the network."""
+    where = state.get("path", "checkpoint")
     for group in ("nets", "optimizers", "schedulers"):
-        saved, mine = state[group], getattr(step, group)
-        if set(saved) != set(mine):
-            raise ValueError(f"{state.get('path')}: field '{group}' holds {sorted(saved)}, "
-                             f"the model step has {sorted(mine)}")
+        saved, mine = state.get(group), getattr(step, group)
+        if not isinstance(saved, Mapping) or set(saved) != set(mine):
+            held = sorted(saved) if isinstance(saved, Mapping) else "nothing"
+            raise CheckpointError(f"{where}: field '{group}' holds {held}, the model step has {sorted(mine)}")
         for name, obj in mine.items():
-            obj.load_state_dict(saved[name])
+            try:
+                obj.load_state_dict(saved[name])
+            except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+                cause = " ".join(str(exc).split())  # torch lists each mismatch on its own line
+                raise CheckpointError(f"{where}: {_GROUP_NOUN[group]} '{name}' ({type(obj).__name__}) "
+                                      f"does not fit this checkpoint: {cause[:1000]}") from exc
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     step.load_extra_state(state.get("extra", {}))
@@ -396,7 +428,7 @@ def _truncate_log(path: Path, upto: int) -> None:
     """Drop log lines past the resumed step (they belong to work the checkpoint does not hold)."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= upto]
+    keep = [line for line, row in _log_entries(path) if row["step"] <= upto]  # a torn last line goes too
     atomic.write_text(path, "".join(line + "\n" for line in keep))
 
 

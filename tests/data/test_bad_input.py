@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medgan.data.base import DataError
+from medgan.data.base import DataError, subject_key
 from medgan.data.brain_ct_mri import BrainCTMRI
 from medgan.data.chest_xray import ChestXray
 from medgan.data.nifti import read_nifti, write_nifti
@@ -79,7 +79,7 @@ def test_nsclc_truncated_slice_error_and_skip(phantom_copy):
     root = phantom_copy("chest_ct")
     victim = sorted((root / "NSCLC-Radiomics" / "LUNG1-002").rglob("*.dcm"))[2]
     victim.write_bytes(victim.read_bytes()[:-100])
-    with pytest.raises(DataError, match=rf"{victim.name}: PixelData unreadable or truncated"):
+    with pytest.raises(DataError, match=rf"{victim.name}: PixelData (unreadable or )?truncated"):
         NSCLCRadiomics(root, crop_size=None, image_size=32, cache=False)
     # skipping the slice leaves a gap in the positions -> the series is inconsistent -> patient skipped
     dataset = NSCLCRadiomics(root, crop_size=None, image_size=32, cache=False, skip_bad=True)
@@ -105,7 +105,7 @@ def test_pet_unpaired_patient(phantom_copy):
     root = phantom_copy("pet")
     patient = sorted(p for p in root.iterdir() if p.name.startswith("PET"))[1]
     shutil.rmtree(patient / "delayed")
-    with pytest.raises(DataError, match=rf"{patient.name}: unpaired PET patient: no delayed folder"):
+    with pytest.raises(DataError, match=rf"{subject_key(patient.name)}: unpaired PET patient: no delayed folder"):
         PETEarlyDelayed(root)
     dataset = PETEarlyDelayed(root, skip_bad=True)
     assert dataset.bad_input.count == 1 and len(dataset.subjects) == 3
@@ -116,7 +116,7 @@ def test_pet_misaligned_frames(phantom_copy):
     patient = sorted(p for p in root.iterdir() if p.name.startswith("PET"))[0]
     values, spacing = read_nifti(patient / "delayed" / "PET.nii.gz")
     write_nifti(patient / "delayed" / "PET.nii.gz", values[1:], spacing)
-    with pytest.raises(DataError, match=rf"{patient.name}: early .* and delayed .* differ in shape"):
+    with pytest.raises(DataError, match=rf"{subject_key(patient.name)}: early .* and delayed .* differ in shape"):
         PETEarlyDelayed(root)
 
 
@@ -206,12 +206,33 @@ def test_pet_dicom_pairs_must_share_patient_and_positions(phantom_copy):
         ds = pydicom.dcmread(path)
         ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], float(ds.ImagePositionPatient[2]) + 10.0]
         ds.save_as(path)
-    with pytest.raises(DataError, match=rf"{patients[0].name}: early and delayed slice positions"):
+    with pytest.raises(DataError, match=rf"{subject_key(patients[0].name)}: early and delayed slice positions"):
         PETEarlyDelayed(root)
     shutil.rmtree(patients[0])
     for path in (patients[1] / "delayed").glob("*.dcm"):  # delayed frame of someone else
         ds = pydicom.dcmread(path)
         ds.PatientID = "SOMEONE-ELSE"
         ds.save_as(path)
-    with pytest.raises(DataError, match=rf"{patients[1].name}: early and delayed series belong to different patients"):
+    with pytest.raises(DataError, match=rf"{subject_key(patients[1].name)}: early and delayed series belong to different patients"):
         PETEarlyDelayed(root)
+
+
+# ---------------------------------------------------------------- brain: PNG modes (issue 15, item 8)
+def test_brain_palette_png_is_decoded_and_transparent_png_refused(phantom_copy):
+    root = phantom_copy("brain")
+    train_a = root / "Dataset" / "images" / "trainA"
+    full = BrainCTMRI(root, domain="A")
+    victim = sorted(train_a.iterdir())[1]
+    levels = np.array(Image.open(victim).convert("L"))
+    image = Image.fromarray(255 - levels).convert("P")  # indices = 255 - level, decoded back by the palette
+    image.putpalette(np.repeat(np.arange(256)[::-1], 3).astype(np.uint8).tolist())
+    image.save(victim)
+    assert Image.open(victim).mode == "P"
+    assert BrainCTMRI(root, domain="A").fingerprint() == full.fingerprint()
+    alpha = np.full(levels.shape, 255, np.uint8)
+    alpha[:2] = 0
+    Image.fromarray(np.stack([levels] * 3 + [alpha], -1), "RGBA").save(victim)
+    with pytest.raises(DataError, match=rf"{victim.name}: image mode 'RGBA' has {2 * levels.shape[1]} transparent"):
+        BrainCTMRI(root, domain="A")
+    skipped = BrainCTMRI(root, domain="A", skip_bad=True)
+    assert skipped.bad_input.count == 1 and len(skipped) == len(full) - 1
