@@ -9,8 +9,8 @@ Runner: ``python -m medgan reproduce [--nb NAME] [--profile P] [--data PATH] [--
 from medgan.reports.figures import dataset_grid, image_grid, plot_training_log, sample_progress, show_figure
 from medgan.reports.results import Claim, Headline, claims_frame, show_claims, show_headlines, show_table
 from medgan.reports.runcard import finish, run_card_html, show_run_card
-from medgan.reports.tables import paper_vs_ours, parameter_table
+from medgan.reports.tables import bad_input_table, paper_vs_ours, parameter_table
 
-__all__ = ["Claim", "Headline", "claims_frame", "dataset_grid", "finish", "image_grid", "paper_vs_ours",
+__all__ = ["Claim", "bad_input_table", "Headline", "claims_frame", "dataset_grid", "finish", "image_grid", "paper_vs_ours",
            "parameter_table", "plot_training_log", "run_card_html", "sample_progress", "show_claims", "show_figure",
            "show_headlines", "show_run_card", "show_table"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import pandas as pd
 
 from medgan.models.blocks import count_parameters
@@ -30,3 +32,19 @@ def parameter_table(nets) -> pd.DataFrame:
     """Trainable parameters per network, in millions (``nets``: name -> nn.Module)."""
     rows = {name: count_parameters(net) for name, net in nets.items()}
     return pd.DataFrame({"parameters": rows, "millions": {k: v / 1e6 for k, v in rows.items()}})
+
+
+def bad_input_table(datasets: Mapping[str, object], *, examples: int = 3) -> pd.DataFrame:
+    """What each loader skipped as bad input: a count and the first ``examples`` reasons.
+
+    ``datasets``: name -> a loaded dataset (its ``bad_input`` log) or a ``BadInputLog``. The
+    reasons name files relative to the data root, patient folders by their keys.
+    """
+    rows = {}
+    for name, dataset in datasets.items():
+        log = getattr(dataset, "bad_input", dataset)
+        skipped = list(getattr(log, "skipped", []))
+        rows[name] = {"skipped": len(skipped),
+                      "first reasons": "; ".join(f"{where}: {why}" if why not in str(where) else str(where)
+                                                 for where, why in skipped[:examples]) or "—"}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["skipped", "first reasons"])

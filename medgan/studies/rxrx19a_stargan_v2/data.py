@@ -17,6 +17,7 @@ import torch
 from medgan.config import Params
 from medgan.data.phantoms import dataset_root
 from medgan.data.rxrx19a import STAINS, RxRx19a
+from medgan.reports.tables import bad_input_table
 
 
 def data_root(P: Params) -> Path:
@@ -60,6 +61,7 @@ class EvaluationData:
     domain_names: list[str]
     stain_names: list[str]
     counts: pd.DataFrame
+    bad_input: pd.DataFrame  # per split: images skipped as bad input, and why
 
     def first_train_image_per_domain(self) -> torch.Tensor:
         """(K, C, S, S): the first training crop of every domain (for a look at the data)."""
@@ -69,9 +71,9 @@ class EvaluationData:
 
 def load_evaluation_data(P: Params) -> EvaluationData:
     """Training images and held-out (val + test wells) images, with a count per split and domain."""
-    parts, counts, names = {}, [], []
+    parts, counts, names, loaded = {}, [], [], {}
     for split in ("train", "val", "test"):
-        dataset = load_split(P, split, with_truth=split != "train")
+        dataset = loaded[split] = load_split(P, split, with_truth=split != "train")
         items = [dataset[i] for i in range(len(dataset))]
         images = torch.stack([torch.as_tensor(it["image"]) for it in items])
         labels = torch.tensor([int(it["label"]) for it in items])
@@ -87,7 +89,8 @@ def load_evaluation_data(P: Params) -> EvaluationData:
         train_images=parts["train"][0], train_labels=parts["train"][1],
         heldout_images=torch.cat([h[0] for h in held]), heldout_labels=torch.cat([h[1] for h in held]),
         heldout_truth=truth, domain_names=list(names), stain_names=list(STAINS),
-        counts=pd.DataFrame(counts).pivot(index="domain", columns="split", values=["images", "wells"]))
+        counts=pd.DataFrame(counts).pivot(index="domain", columns="split", values=["images", "wells"]),
+        bad_input=bad_input_table(loaded))
 
 
 def treatment_matches(match_report: dict) -> pd.DataFrame:
