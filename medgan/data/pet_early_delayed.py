@@ -221,6 +221,13 @@ class PETEarlyDelayed(ItemListDataset):
             raise DataError(f"{folder}: early and delayed series belong to different patients (PatientID)")
         if early.shape != delayed.shape:
             raise DataError(f"{folder}: early {early.shape} and delayed {delayed.shape} volumes differ in shape")
+        formats = {phase: "NIfTI" if ".nii" in Path(src).name else "DICOM" for phase, src in (("early", src_e),
+                                                                                             ("delayed", src_d))}
+        if formats["early"] != formats["delayed"]:
+            # NIfTI arrays come back in RAS+, DICOM arrays in their stored row/column order: pairing one
+            # with the other would line up in z but could be mirrored in-plane.
+            raise DataError(f"{folder}: early is {formats['early']} ({src_e}) and delayed is {formats['delayed']} "
+                            f"({src_d}); store both phases of a patient in one format")
         # one rule for DICOM and NIfTI: world positions along the slice normal, sorted ascending
         if not np.allclose(pos_e, pos_d, atol=0.5) or not np.allclose(sp_e, sp_d, rtol=1e-3):
             offset = float(np.max(np.abs(np.asarray(pos_d) - np.asarray(pos_e))))

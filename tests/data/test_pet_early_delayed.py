@@ -1,6 +1,7 @@
 """PET early/delayed pairing by world geometry (NIfTI as DICOM), and a content-keyed decode cache."""
 
 import os
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -173,5 +174,18 @@ def test_sidecar_problems_are_data_errors_naming_the_field(phantom_copy):
         sidecar.write_bytes(payload)
         with pytest.raises(DataError, match=rf"delayed/PET.json: {message}"):
             PETEarlyDelayed(root, cache=False)
+    dataset = PETEarlyDelayed(root, cache=False, skip_bad=True)
+    assert dataset.bad_input.count == 1 and len(dataset.subjects) == len(_patients(root)) - 1
+
+
+def test_a_patient_with_one_phase_in_each_format_is_refused(phantom_copy):
+    """NIfTI comes back in RAS+, DICOM in its stored order: a mixed pair could be mirrored in-plane."""
+    root = phantom_copy("pet", file_format="dicom")
+    nifti_root = phantom_copy("pet", file_format="nifti")
+    patient = _patients(root)[0]
+    shutil.rmtree(patient / "delayed")
+    shutil.copytree(nifti_root / patient.name / "delayed", patient / "delayed")
+    with pytest.raises(DataError, match=r"early is DICOM .* and delayed is NIfTI .*one format"):
+        PETEarlyDelayed(root, cache=False)
     dataset = PETEarlyDelayed(root, cache=False, skip_bad=True)
     assert dataset.bad_input.count == 1 and len(dataset.subjects) == len(_patients(root)) - 1
