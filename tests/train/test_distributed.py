@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medgan.train import seed_everything, train
-from tests.train.toy import ToyGANStep, ToyImages
+from tests.train.toy import assert_matches_one_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,15 +27,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert "terminate called" not in proc.stderr
     ddp = torch.load(tmp_path / "ddp" / "final_weights.pt", weights_only=True)
 
-    seed_everything(0)
-    single = ToyGANStep()
-    train(single, ToyImages(), run_dir=tmp_path / "single", total_steps=steps, batch_size=batch, seed=5,
-          progress=False, device="cpu")
-    ref = {f"{n}.{k}": v for n, net in single.nets.items() for k, v in net.state_dict().items()}
-    assert ddp.keys() == ref.keys()
-    # Same samples, same noise, gradients averaged: equal up to float summation order.
-    for k in ref:
-        torch.testing.assert_close(ddp[k], ref[k], rtol=1e-4, atol=1e-5, msg=k)
+    assert_matches_one_process(ddp, tmp_path / "single", steps=steps, batch=batch)
     # Only rank 0 logs and checkpoints, in the one run folder every rank agreed on.
     run_dir = Path((tmp_path / "ddp" / "run_dir.txt").read_text())
     assert [p.name for p in (tmp_path / "ddp").iterdir() if p.is_dir()] == [run_dir.name]

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medgan.train import seed_everything, train
-from tests.train.toy import ToyGANStep, ToyImages
+from tests.train.toy import assert_matches_one_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,14 +40,7 @@ def test_two_nodes_match_one_process_and_only_global_rank_0_writes(tmp_path):
         assert "terminate called" not in err
 
     ddp = torch.load(tmp_path / "node0" / "final_weights.pt", weights_only=True)
-    seed_everything(0)
-    single = ToyGANStep()
-    train(single, ToyImages(), run_dir=tmp_path / "single", total_steps=steps, batch_size=batch, seed=5,
-          progress=False, device="cpu")
-    ref = {f"{n}.{k}": v for n, net in single.nets.items() for k, v in net.state_dict().items()}
-    assert ddp.keys() == ref.keys()
-    for k in ref:  # same samples, same noise, averaged gradients: equal up to summation order
-        torch.testing.assert_close(ddp[k], ref[k], rtol=1e-4, atol=1e-5, msg=k)
+    assert_matches_one_process(ddp, tmp_path / "single", steps=steps, batch=batch)
 
     run_dir = Path((tmp_path / "node0" / "run_dir.txt").read_text())
     assert len((run_dir / "log.jsonl").read_text().splitlines()) == 1

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from medgan.train import TrainingStep, set_requires_grad
+from medgan.train import TrainingStep, seed_everything, set_requires_grad, train
 
 
 class ToyImages(Dataset):
@@ -61,3 +61,16 @@ class ToyGANStep(TrainingStep):
 
     def sample(self, n, ctx):
         return self.generate(ctx.fixed_randn(n, self.z_dim))
+
+
+def assert_matches_one_process(weights: dict, run_dir, *, steps: int, batch: int) -> None:
+    """``weights`` (from a multi-process run of ddp_worker.py) equal one process's toy GAN trained with the
+    same global batch, seed and noise: equal up to float summation order."""
+    seed_everything(0)
+    single = ToyGANStep()
+    train(single, ToyImages(), run_dir=run_dir, total_steps=steps, batch_size=batch, seed=5, progress=False,
+          device="cpu")
+    ref = {f"{n}.{k}": v for n, net in single.nets.items() for k, v in net.state_dict().items()}
+    assert weights.keys() == ref.keys()
+    for k in ref:
+        torch.testing.assert_close(weights[k], ref[k], rtol=1e-4, atol=1e-5, msg=k)

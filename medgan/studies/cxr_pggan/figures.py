@@ -115,16 +115,8 @@ def axis_likelihood_figure(steps: Sequence[float], likelihoods: Mapping[str, Any
         if spread is not None and name in spread:
             sd = _np(spread[name])
             ax.fill_between(steps, np.clip(p - sd, 0, 1), np.clip(p + sd, 0, 1), alpha=0.15)
-    ax.set_xlabel("step along the axis (latent units)", fontsize=9)
-    ax.set_ylabel("classifier likelihood of the finding", fontsize=9)
     ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:  # nothing walked: no legend to draw
-        ax.legend(fontsize=7)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish_axis_plot(fig, ax, ylabel="classifier likelihood of the finding", title=title)
 
 
 def severity_figure(steps: Sequence[float], severity: Mapping[str, Any], *, ylabel: str = "severity",
@@ -138,6 +130,11 @@ def severity_figure(steps: Sequence[float], severity: Mapping[str, Any], *, ylab
         if v.ndim == 2:
             sd = v.std(0)
             ax.fill_between(steps, mean - sd, mean + sd, alpha=0.15)
+    return _finish_axis_plot(fig, ax, ylabel=ylabel, title=title)
+
+
+def _finish_axis_plot(fig: plt.Figure, ax, *, ylabel: str, title: str | None) -> plt.Figure:
+    """Labels, grid, legend (when something was walked) and title of a plot along latent axes."""
     ax.set_xlabel("step along the axis (latent units)", fontsize=9)
     ax.set_ylabel(ylabel, fontsize=9)
     ax.grid(alpha=0.3)
