@@ -8,6 +8,7 @@ PROFILE  ?= default
 NB       ?=
 DATA     ?=
 SET      ?=
+REHEARSE ?=
 JOBS     ?= 2
 
 ifeq ($(USE_CONDA),1)
@@ -22,11 +23,15 @@ comma    := ,
 NB_ARGS   := $(foreach n,$(subst $(comma), ,$(NB)),--nb $(n))
 SET_ARGS  := $(foreach s,$(SET),--set $(s))
 DATA_ARG  := $(if $(DATA),--data $(DATA),)
+REHEARSE_ARG := $(if $(REHEARSE),--rehearse,)
+# a rehearsal's phantoms are the paper-size sets of params/<nb>/rehearse.yaml
+PHANTOM_PROFILE := $(if $(REHEARSE),rehearse,default)
 
 .PHONY: help setup data reproduce test test-fast lab benchmarks clean-reports
 
 help:
 	@echo "make reproduce [PROFILE=smoke|default|paper] [NB=02_ct...] [DATA=/path] [SET='train.steps=10']"
+	@echo "make reproduce PROFILE=paper REHEARSE=1   the paper profiles on paper-size phantoms, cut to fit a CPU"
 	@echo "make test       run the test suite (creates the environment first)"
 	@echo "make lab        JupyterLab on the notebooks"
 	@echo "make data       generate the embedded phantom datasets"
@@ -46,8 +51,8 @@ data: setup
 	$(PY) -m medgan data --all --jobs 2
 
 reproduce: setup
-	$(PY) -m medgan data --all --jobs 2
-	$(PY) -m medgan reproduce --profile $(PROFILE) $(NB_ARGS) $(DATA_ARG) $(SET_ARGS)
+	$(PY) -m medgan data --all --jobs 2 --profile $(PHANTOM_PROFILE)
+	$(PY) -m medgan reproduce --profile $(PROFILE) $(REHEARSE_ARG) $(NB_ARGS) $(DATA_ARG) $(SET_ARGS)
 	@echo "Reports: reports/index.html"
 
 test: setup

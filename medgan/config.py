@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -256,6 +257,48 @@ def resolve_profile(notebook: str, profile: str, params_dir: Path | None = None)
     return merged
 
 
+REHEARSAL_PROFILE = "rehearse"  # params/<notebook>/rehearse.yaml: the paper profile with cuts only
+_MISSING = object()
+
+
+def _yaml_comments(path: Path) -> dict[str, str]:
+    """Dotted key -> the ``# comment`` on the line that sets it (flow mappings share their line's)."""
+    comments: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []
+    for line in path.read_text().splitlines():
+        body, _, comment = line.partition(" #")
+        key_match = re.match(r"^(\s*)([\w.-]+):", body)
+        if not key_match:
+            continue
+        indent, key = len(key_match.group(1)), key_match.group(2)
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        dotted = ".".join([k for _, k in stack] + [key])
+        stack.append((indent, key))
+        if comment.strip():
+            comments[dotted] = comment.strip()
+    return comments
+
+
+def rehearsal_cuts(notebook: str, params_dir: Path | None = None) -> list[dict[str, Any]]:
+    """What the rehearsal profile changes from the paper profile, one row per parameter:
+    ``{"parameter", "paper", "rehearsal", "why"}`` (``why``: the YAML comment on that line)."""
+    params_dir = params_dir or repo_root() / "params"
+    paper = _flatten(resolve_profile(notebook, "paper", params_dir))
+    rehearse = _flatten(resolve_profile(notebook, REHEARSAL_PROFILE, params_dir))
+    comments = _yaml_comments(params_dir / notebook / f"{REHEARSAL_PROFILE}.yaml")
+    cuts = []
+    for key, value in rehearse.items():
+        before = paper.get(key, _MISSING)
+        if before is _MISSING or before != value:
+            parts = key.split(".")
+            why = next((comments[".".join(parts[:i])] for i in range(len(parts), 0, -1)
+                        if ".".join(parts[:i]) in comments), "")
+            cuts.append({"parameter": key, "paper": None if before is _MISSING else before,
+                         "rehearsal": value, "why": why})
+    return cuts
+
+
 def load_params(notebook: str, profile: str = "default", overrides: Mapping[str, Any] | list[str] | None = None,
                 *, data_root: str | None = None, work_dir: str | os.PathLike | None = None,
                 params_dir: Path | None = None) -> Params:
@@ -371,6 +414,7 @@ class Run:
             "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started)),
             "wall time (s)": round(wall_time_s if wall_time_s is not None else time.time() - self.started, 1),
             "parameters": shareable_params(self.params),
+            **({"rehearsal": rehearsal_cuts(self.notebook)} if self.profile == REHEARSAL_PROFILE else {}),
         }
 
     def elapsed(self) -> float:

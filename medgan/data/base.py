@@ -33,8 +33,9 @@ import os
 import re
 import secrets
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -544,66 +545,119 @@ def to_image_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-class ItemListDataset(Dataset):
-    """Dataset over a list of decoded items, each a dict of numpy arrays and scalars.
+class _StoredRecords(Sequence):
+    """The records of an item store, read from disk on access (``records[i]``, slices, loops)."""
 
-    Arrays are decoded once at construction (the loaders do the heavy reading), so an epoch
-    costs only tensor conversion. ``records`` entries hold ``image`` (C,H,W) float32 in [-1,1],
-    ``label``, ``subject``, ``meta`` and optionally ``target``/``mask``/``truth``.
-    ``transform`` (optional) maps the finished item dict to a new dict (augmentation).
+    def __init__(self, store):
+        self.store = store
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self.store.read(i) for i in range(*index.indices(len(self)))]
+        return self.store.read(index if index >= 0 else len(self) + index)
+
+
+def _array_keys(record: Mapping[str, Any]) -> set[str]:
+    return {k for k, v in record.items() if isinstance(v, np.ndarray)}
+
+
+class ItemListDataset(Dataset):
+    """Dataset over a list of items, each a dict of numpy arrays and scalars.
+
+    ``records`` is either a list of decoded records (small in-memory sets: toy shapes, subsets)
+    or an :class:`medgan.data.item_store.ItemStore` (the loaders: pixels stay on disk and are
+    read per item, so memory does not grow with the dataset). Records hold ``image`` (C,H,W)
+    float32 in [-1,1], ``label``, ``subject``, ``meta`` and optionally ``target``/``mask``/``truth``.
+    :attr:`rows` holds every record's non-array fields, for loops over labels and metadata
+    that must not read pixels. ``transform`` (optional) maps the finished item dict to a new
+    dict (augmentation).
     """
 
-    def __init__(self, records: Sequence[dict[str, Any]], *, transform: Callable | None = None):
-        self.records = list(records)
+    def __init__(self, records, *, transform: Callable | None = None):
         self.transform = transform
-        if self.records:
-            keys = set(self.records[0]["meta"])
-            for record in self.records:
-                if set(record["meta"]) != keys:  # the contract: same meta keys for every item
-                    raise AssertionError(f"meta keys differ: {sorted(keys)} vs {sorted(record['meta'])}")
+        if hasattr(records, "read") and hasattr(records, "rows"):  # an ItemStore
+            self.store = records
+            self.records = _StoredRecords(records)
+            self.rows = records.rows
+        else:
+            self.store = None
+            self.records = list(records)
+            self.rows = [{k: v for k, v in r.items() if not isinstance(v, np.ndarray)} for r in self.records]
+        if self.rows:
+            keys = set(self.rows[0]["meta"])
+            for row in self.rows:
+                if set(row["meta"]) != keys:  # the contract: same meta keys for every item
+                    raise AssertionError(f"meta keys differ: {sorted(keys)} vs {sorted(row['meta'])}")
 
     def __len__(self) -> int:
         return len(self.records)
 
     def fingerprint(self) -> str:
-        """Content hash of the decoded records (arrays by bytes; labels, subjects, meta by value).
+        """Content hash of the records (arrays by bytes; labels, subjects, meta by value).
 
-        The engine's dataset identity; computed once, as the records do not change.
+        The engine's dataset identity. An item store's is the digest it computed while it was
+        built, so this costs nothing at any dataset size.
         """
         if getattr(self, "_fingerprint", None) is None:
             h = hashlib.sha256()
             transform = self.transform
             h.update(f"transform={getattr(transform, '__qualname__', type(transform).__name__)}".encode())
-            for record in self.records:
-                for key in sorted(record):
-                    value = record[key]
-                    h.update(key.encode())
-                    if isinstance(value, np.ndarray):
-                        h.update(f"{value.dtype}{value.shape}".encode())
-                        h.update(np.ascontiguousarray(value).reshape(-1).view(np.uint8).data)
-                    else:
-                        h.update(repr(value).encode())
+            if self.store is not None:
+                h.update(f"store={self.store.content}".encode())
+            else:
+                for record in self.records:
+                    for key in sorted(record):
+                        value = record[key]
+                        h.update(key.encode())
+                        if isinstance(value, np.ndarray):
+                            h.update(f"{value.dtype}{value.shape}".encode())
+                            h.update(np.ascontiguousarray(value).reshape(-1).view(np.uint8).data)
+                        else:
+                            h.update(repr(value).encode())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 
     @property
     def subjects(self) -> list[str]:
         """Sorted distinct subject keys present in this dataset."""
-        return sorted({r["subject"] for r in self.records})
+        return sorted({r["subject"] for r in self.rows})
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        record = self.records[index]
-        item: dict[str, Any] = {}
-        for key, value in record.items():
-            if key in ("image", "target", "mask", "truth"):
-                item[key] = to_image_tensor(value)
-            elif key == "label" and isinstance(value, np.ndarray):
-                item[key] = torch.from_numpy(value.astype(np.float32))
-            elif key == "meta":
-                item[key] = dict(value)
-            else:
-                item[key] = value
+        item = record_to_item(self.records[index])
         return self.transform(item) if self.transform else item
+
+
+def record_to_item(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A decoded record as a training item: image-like arrays as float32 tensors."""
+    item: dict[str, Any] = {}
+    for key, value in record.items():
+        if key in ("image", "target", "mask", "truth"):
+            item[key] = to_image_tensor(value)
+        elif key == "label" and isinstance(value, np.ndarray):
+            item[key] = torch.from_numpy(value.astype(np.float32))
+        elif key == "meta":
+            item[key] = dict(value)
+        else:
+            item[key] = value
+    return item
+
+
+def iter_batches(dataset: Dataset, key: str = "image", *, batch_size: int = 64,
+                 indices: Sequence[int] | None = None) -> Iterator[torch.Tensor]:
+    """``key`` of the dataset's items (or of ``indices``), stacked ``batch_size`` at a time: the
+    streaming form of :func:`stack_items`, for evaluations over sets too large for memory."""
+    order = range(len(dataset)) if indices is None else indices
+    batch: list[torch.Tensor] = []
+    for i in order:
+        batch.append(dataset[i][key])
+        if len(batch) == batch_size:
+            yield torch.stack(batch)
+            batch = []
+    if batch:
+        yield torch.stack(batch)
 
 
 def stack_items(dataset: Dataset, key: str = "image") -> torch.Tensor:
@@ -612,7 +666,10 @@ def stack_items(dataset: Dataset, key: str = "image") -> torch.Tensor:
 
 
 def subjects_of(dataset: Dataset) -> list[str]:
-    """The pseudonymous subject key of every item, in order."""
+    """The pseudonymous subject key of every item, in order (from the rows: no pixels are read)."""
+    rows = getattr(dataset, "rows", None)
+    if rows is not None:
+        return [r["subject"] for r in rows]
     return [dataset[i]["subject"] for i in range(len(dataset))]
 
 

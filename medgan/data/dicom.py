@@ -34,6 +34,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DA, DT, TM
+from tqdm.auto import tqdm
 
 from medgan.data.base import BadInputLog, DataError, check_finite, subject_key
 
@@ -521,7 +522,8 @@ def _patient_key(ds: Dataset, path: Path, salt: str | None) -> str:
 
 
 def find_series(root: str | os.PathLike, *, modality: str | Sequence[str], salt: str | None = None,
-                log: BadInputLog | None = None, ignored: list | None = None) -> list[SeriesFiles]:
+                log: BadInputLog | None = None, ignored: list | None = None,
+                progress: bool = False) -> list[SeriesFiles]:
     """All series of ``modality`` under ``root`` (recursive), grouped by SeriesInstanceUID.
 
     Files are recognised by content (:func:`is_dicom_candidate`), whatever their names. Files
@@ -530,7 +532,7 @@ def find_series(root: str | os.PathLike, *, modality: str | Sequence[str], salt:
     number logged once. Unreadable folders, like unreadable files, are bad input. Unreadable or truncated files are bad
     input (error, or skip with ``log.skip_bad``). A folder holding files of two different series
     of the wanted modality is an error ("mixed series"). Returns series sorted by subject key
-    then folder.
+    then folder. Only headers are read (no pixel data); ``progress`` shows a bar over the files.
     """
     root = Path(root)
     log = log or BadInputLog(name="dicom")
@@ -540,7 +542,8 @@ def find_series(root: str | os.PathLike, *, modality: str | Sequence[str], salt:
         raise DataError(f"{root}: DICOM folder not found")
     groups: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
     n_ignored_before = len(ignored)
-    for path in walk_files(root, log=log):
+    for path in tqdm(walk_files(root, log=log), desc="DICOM headers", unit="file", disable=not progress,
+                     leave=False):
         if not is_dicom_candidate(path):
             ignored.append((path, "not a DICOM image (no DICM preamble, and no Modality or pixel data parse)"))
             continue

@@ -5,25 +5,29 @@ downloads, so the CT series is found by the Modality tag), and the clinical CSV
 ``NSCLC-Radiomics-Lung1.clinical-version3-Oct-2019.csv`` in ``root`` (or give ``clinical_csv``).
 Each slice: HU -> window (centre/width, HU) -> [-1, 1] -> centre crop ``crop_size`` px ->
 resize to ``image_size`` (area). Label: ``deadstatus.event`` (1 died, 0 alive).
+
+Building a dataset reads only the CSV and the DICOM headers; the slices are decoded once per
+series (:class:`SeriesDecoder`, in worker processes) into the item store in the work folder
+(:mod:`medgan.data.item_store`), and read from there one item at a time, so memory does not grow
+with the number of slices. Bad slices and series are skipped and counted, or raise, per ``skip_bad``.
 """
 
 from __future__ import annotations
 
 import io
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
 from pandas._libs.parsers import STR_NA_VALUES
-from tqdm.auto import tqdm
 
-from medgan import atomic
-from medgan.config import dataset_work_dir, ensure_free_space
-from medgan.data.base import (BadInputLog, DataAccessError, DataError, ItemListDataset, files_digest, filter_by_split,
-                              logger, reads_data_root, subject_key)
+from medgan.data.base import (BadInputLog, DataAccessError, DataError, ItemListDataset, data_problems,
+                              filter_by_split, logger, reads_data_root, subject_key)
 from medgan.data.dicom import find_series, load_series
+from medgan.data.item_store import build_store
 from medgan.data.nifti import read_nifti
 from medgan.data.splits import split_path, subject_split
 from medgan.data.transforms import center_crop, nearest_resize, resize, window_hu
@@ -116,38 +120,134 @@ def _decode_csv(raw: bytes, path: Path, encoding: str | None) -> str:
     raise DataError(f"{path}: not UTF-8 text; expected UTF-8 (or pass encoding=...)")  # latin-1 never fails
 
 
+SUBJECT_DIRS = ("NSCLC-Radiomics/*", "*")  # patient folders = PatientID (TCIA)
+STORE_NAME = "nsclc-radiomics"
+
+
+@dataclass(frozen=True)
+class SeriesEntry:
+    """One patient's CT series, as the item store decodes it (picklable; paths relative to the root)."""
+
+    files: tuple[str, ...]       # the series' slice files
+    folder: str                  # the series folder (messages)
+    subject: str                 # pseudonymous key
+    label: int                   # deadstatus.event
+    histology: str
+    mask: str | None = None      # truth/masks/<patient>.nii.gz (phantoms), with_masks only
+
+
+@dataclass(frozen=True)
+class SeriesDecoder:
+    """``decoder(entry) -> [slice item, ...]``: one series windowed, cropped and resized.
+
+    A module-level frozen dataclass rather than a ``functools.partial``: workers import it, and its
+    repr (the settings, never the root) is what keys the item store. ``version``: bump it when the
+    items it returns change.
+    """
+
+    version: ClassVar[int] = 1
+    root: str = field(repr=False)
+    window_center_hu: float
+    window_width_hu: float
+    crop_size: int | None
+    image_size: int
+    with_masks: bool
+    tumour_slices_only: bool
+    skip_bad: bool
+    salt: str | None = field(default=None, repr=False)
+
+    def __call__(self, entry: SeriesEntry) -> list[dict[str, Any]]:
+        # Workers are other processes: the privacy boundary (scrubbed messages and log lines) is set up again.
+        with data_problems(self.root, subject_dirs=SUBJECT_DIRS, salt=self.salt):
+            return self._decode(entry)
+
+    def _decode(self, entry: SeriesEntry) -> list[dict[str, Any]]:
+        root = Path(self.root)
+        log = BadInputLog(skip_bad=self.skip_bad, name="NSCLCRadiomics")  # slices skipped inside the series
+        try:
+            volume = load_series([root / f for f in entry.files], salt=self.salt, log=log)
+        except DataError as exc:
+            if not log.skipped:
+                raise
+            # the store counts one skip per series: the slices skipped before it failed go in its message
+            before = "; ".join(f"{where}: {reason}" if reason not in str(where) else str(where)
+                               for where, reason in log.skipped)
+            raise DataError(f"{exc} (after skipping {len(log.skipped)} bad slice(s): {before})") from exc
+        slices = self._prepare(volume.array, is_mask=False)
+        mask = self._load_mask(root / entry.mask, slices.shape[0]) if self.with_masks else None
+        items = []
+        for k in range(slices.shape[0]):
+            if self.tumour_slices_only and mask[k].max() < 0.5:
+                continue
+            item = {"image": slices[k][None], "label": int(entry.label), "subject": entry.subject,
+                    "meta": {"histology": entry.histology, "slice_index": k, "z_mm": float(volume.positions_mm[k]),
+                             "n_slices": int(slices.shape[0]), "spacing_z_mm": float(volume.spacing_mm[0]),
+                             "pixel_spacing_mm": float(volume.spacing_mm[1])}}
+            if mask is not None:
+                item["mask"] = mask[k][None]
+            items.append(item)
+        if items and log.skipped:  # slices skipped in a series that still decoded: counted by the loader
+            items[0][SKIPPED_FIELD] = [[str(where), str(reason)] for where, reason in log.skipped]
+        return items
+
+    def _prepare(self, array: np.ndarray, *, is_mask: bool) -> np.ndarray:
+        out = array if is_mask else window_hu(array, center_hu=self.window_center_hu, width_hu=self.window_width_hu)
+        if self.crop_size:
+            out = center_crop(out, min(self.crop_size, out.shape[-2], out.shape[-1]))
+        if is_mask:
+            return (nearest_resize(out, self.image_size) > 0.5).astype(np.float32)
+        return resize(out, self.image_size).astype(np.float32)
+
+    def _load_mask(self, path: Path, n_slices: int) -> np.ndarray:
+        mask, _ = read_nifti(path)
+        if mask.shape[0] != n_slices:
+            raise DataError(f"{path}: mask has {mask.shape[0]} slices, CT has {n_slices}")
+        return self._prepare(mask, is_mask=True)
+
+
+SKIPPED_FIELD = "_skipped_slices"  # row field of a series' first item, moved into ``bad_input`` at load
+
+
 class NSCLCRadiomics(ItemListDataset):
     """Axial CT slices of NSCLC-Radiomics patients with a clinical CSV row.
 
+    Construction indexes the data (the clinical CSV and every DICOM header, no pixels) and then
+    reads the slices from the item store (:func:`medgan.data.item_store.build_store`): decoded once
+    per series, in ``num_workers`` processes, into ``<dataset work dir>/items``; every later run with
+    the same files (path, size, modification time), patients and settings reads it back.
+
     Args:
         root: dataset folder (holding ``NSCLC-Radiomics/`` and the clinical CSV).
-        split: None (all) or a name in the subject split written at ``root/splits.json``.
+        split: None (all) or a name in the subject split (kept in the dataset's work folder).
         window_center_hu, window_width_hu: CT display window mapped to [-1, 1].
         crop_size: centre crop in pixels of the stored matrix (None = no crop); the study crops
             160 of 512. image_size: output side in pixels (study: 128).
         histologies: keep only these Histology values (lower-case; None keeps all).
         with_masks: add ``mask`` (1, H, W) from ``root/truth/masks/<PatientID>.nii.gz`` (phantoms).
         tumour_slices_only: keep only slices whose mask has tumour (needs ``with_masks``).
-        split_fractions, split_seed: the subject split (written beside the data, reused).
+        split_fractions, split_seed: the subject split (written to the work folder, reused).
         skip_bad: skip (log and count in ``.bad_input``) unreadable slices/series, unreadable folders,
             CT series without a clinical row and clinical rows without a CT series, instead of raising.
         clinical_encoding: the CSV's text encoding; None reads UTF-8 and falls back to Windows-1252.
-        cache: keep decoded windowed slices in ``<dataset work dir>/cache/*.npz`` (``medgan.config.dataset_work_dir``),
-            written atomically and keyed by a hash of every slice file's bytes and the settings.
+        num_workers: processes decoding series when the store is built (0: this process).
+        progress: progress bars while indexing headers and building the store.
 
     Items: image (1, S, S) in [-1, 1]; label 0/1; subject key; meta
-    {histology, slice_index, z_mm, n_slices, spacing_z_mm, pixel_spacing_mm}.
+    {histology, slice_index, z_mm, n_slices, spacing_z_mm, pixel_spacing_mm}. ``rows`` holds the
+    label, subject and meta of every slice in memory; pixels are read from disk per item.
     """
 
-    @reads_data_root(subject_dirs=("NSCLC-Radiomics/*", "*"))  # patient folders = PatientID (TCIA)
+    @reads_data_root(subject_dirs=SUBJECT_DIRS)
     def __init__(self, root: str | os.PathLike, *, split: str | None = None,
                  window_center_hu: float = -600.0, window_width_hu: float = 1500.0,
                  crop_size: int | None = 160, image_size: int = 128,
                  histologies: Sequence[str] | None = None, with_masks: bool = False,
                  tumour_slices_only: bool = False, clinical_csv: str | os.PathLike | None = None,
                  split_fractions=(0.8, 0.1, 0.1), split_seed: int = 0, skip_bad: bool = False,
-                 salt: str | None = None, cache: bool = True, progress: bool = False,
-                 clinical_encoding: str | None = None):
+                 salt: str | None = None, progress: bool = True, clinical_encoding: str | None = None,
+                 num_workers: int = 0):
+        if tumour_slices_only and not with_masks:
+            raise ValueError("NSCLCRadiomics: tumour_slices_only needs with_masks=True")
         root = Path(root)
         self.root = root
         self.bad_input = BadInputLog(skip_bad=skip_bad, name="NSCLCRadiomics")
@@ -156,7 +256,7 @@ class NSCLCRadiomics(ItemListDataset):
             clinical_path = root / "NSCLC-Radiomics" / CLINICAL_CSV
         clinical = read_clinical(clinical_path, salt=salt, encoding=clinical_encoding, log=self.bad_input)
         images_root = root / "NSCLC-Radiomics" if (root / "NSCLC-Radiomics").is_dir() else root
-        series = find_series(images_root, modality="CT", salt=salt, log=self.bad_input)
+        series = find_series(images_root, modality="CT", salt=salt, log=self.bad_input, progress=progress)
         if not series:
             raise DataError(f"{images_root}: no CT series (Modality=CT) found")
         by_subject: dict[str, list] = {}
@@ -187,76 +287,34 @@ class NSCLCRadiomics(ItemListDataset):
         keep = filter_by_split(subjects, self.split_map, split)
         self.settings = dict(window_center_hu=window_center_hu, window_width_hu=window_width_hu,
                              crop_size=crop_size, image_size=image_size)
-        records = []
-        for subject in tqdm([s for s in subjects if s in keep], desc="NSCLC-Radiomics", disable=not progress):
-            chosen = by_subject[subject][0]
-            try:
-                slices, mask, volume_info = self._load_subject(chosen, with_masks=with_masks, salt=salt, cache=cache)
-            except DataError as exc:
-                self.bad_input.reject(exc, chosen.folder)
-                continue
-            row = clinical.loc[subject]
-            for k in range(slices.shape[0]):
-                if tumour_slices_only and (mask is None or mask[k].max() < 0.5):
-                    continue
-                record = {"image": slices[k][None], "label": int(row["deadstatus.event"]), "subject": subject,
-                          "meta": {"histology": str(row["Histology"]), "slice_index": k,
-                                   "z_mm": float(volume_info["z_mm"][k]), "n_slices": int(slices.shape[0]),
-                                   "spacing_z_mm": float(volume_info["spacing_mm"][0]),
-                                   "pixel_spacing_mm": float(volume_info["spacing_mm"][1])}}
-                if with_masks:
-                    record["mask"] = mask[k][None]
-                records.append(record)
-        if not records:
+        entries = [self._entry(by_subject[s][0], clinical.loc[s], with_masks=with_masks)
+                   for s in subjects if s in keep]
+        if not entries:
             raise DataError(f"{root}: no slices left (split={split!r}, histologies={histologies})")
-        super().__init__(records)
+        decoder = SeriesDecoder(root=str(root), salt=salt, with_masks=with_masks,
+                                tumour_slices_only=tumour_slices_only, skip_bad=skip_bad, **self.settings)
+        files = [root / f for e in entries for f in e.files]
+        files += [root / e.mask for e in entries if e.mask and (root / e.mask).is_file()]
+        store = build_store(entries, decoder, name=STORE_NAME, root=root, files=files, settings=self.settings,
+                            bad_input=self.bad_input, where=lambda e: root / e.folder, num_workers=num_workers,
+                            progress=progress, expected_items=sum(len(e.files) for e in entries))
+        for row in store.rows:  # slices skipped inside series that decoded: counted like every other skip
+            for where, reason in row.pop(SKIPPED_FIELD, ()):
+                self.bad_input.skipped.append((where, reason))
+        if not len(store):
+            raise DataError(f"{root}: no slices left (split={split!r}, histologies={histologies}, "
+                            f"tumour_slices_only={tumour_slices_only})")
+        super().__init__(store)
 
-    def _load_subject(self, series, *, with_masks: bool, salt, cache: bool):
-        cache_path, stored = None, None
-        if cache:  # keyed on content (every file's bytes), so a re-export with preserved times is re-decoded
-            key = files_digest(sorted(series.files), "nsclc-cache-v3", series.series_uid, self.settings)
-            cache_path = dataset_work_dir(self.root) / "cache" / f"nsclc-{key}.npz"
-        if cache_path is not None and cache_path.is_file():
-            try:
-                with np.load(cache_path) as npz:
-                    stored = npz["slices"], npz["z_mm"], tuple(float(v) for v in npz["spacing_mm"])
-            except Exception:  # a damaged cache entry is not the data's fault: decode again
-                stored = None
-        if stored is not None:
-            slices, z_mm, spacing = stored
-        else:
-            volume = load_series(series.files, salt=salt, log=self.bad_input)
-            slices = self._prepare(volume.array, is_mask=False)
-            z_mm, spacing = volume.positions_mm, volume.spacing_mm
-            if cache_path is not None:
-                ensure_free_space(cache_path.parent, slices.nbytes + z_mm.nbytes + 4096,
-                                  "the NSCLC-Radiomics decoded cache")
-                with atomic.atomic_path(cache_path) as tmp:
-                    with open(tmp, "wb") as f:
-                        np.savez(f, slices=slices, z_mm=z_mm, spacing_mm=np.array(spacing))
+    def _entry(self, series, row, *, with_masks: bool) -> SeriesEntry:
+        root = self.root
         mask = None
         if with_masks:
-            mask = self._load_mask(series, slices.shape[0])
-        return slices, mask, {"z_mm": z_mm, "spacing_mm": spacing}
-
-    def _prepare(self, array: np.ndarray, *, is_mask: bool) -> np.ndarray:
-        s = self.settings
-        out = array if is_mask else window_hu(array, center_hu=s["window_center_hu"], width_hu=s["window_width_hu"])
-        if s["crop_size"]:
-            crop = min(s["crop_size"], out.shape[-2], out.shape[-1])
-            out = center_crop(out, crop)
-        if is_mask:
-            return (nearest_resize(out, s["image_size"]) > 0.5).astype(np.float32)
-        return resize(out, s["image_size"])
-
-    def _load_mask(self, series, n_slices: int) -> np.ndarray:
-        # The truth folder is keyed by the folder name under NSCLC-Radiomics (the phantom's PatientID).
-        patient_folder = series.folder
-        while patient_folder.parent.name != "NSCLC-Radiomics" and patient_folder.parent != patient_folder:
-            patient_folder = patient_folder.parent
-        path = self.root / "truth" / "masks" / f"{patient_folder.name}.nii.gz"
-        mask, _ = read_nifti(path)
-        if mask.shape[0] != n_slices:
-            raise DataError(f"{path}: mask has {mask.shape[0]} slices, CT has {n_slices}")
-        return self._prepare(mask, is_mask=True)
-
+            # The truth folder is keyed by the folder name under NSCLC-Radiomics (the phantom's PatientID).
+            patient_folder = series.folder
+            while patient_folder.parent.name != "NSCLC-Radiomics" and patient_folder.parent != patient_folder:
+                patient_folder = patient_folder.parent
+            mask = os.path.relpath(root / "truth" / "masks" / f"{patient_folder.name}.nii.gz", root)
+        return SeriesEntry(files=tuple(os.path.relpath(f, root) for f in sorted(series.files)),
+                           folder=os.path.relpath(series.folder, root), subject=series.subject,
+                           label=int(row["deadstatus.event"]), histology=str(row["Histology"]), mask=mask)

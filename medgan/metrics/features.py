@@ -517,9 +517,21 @@ def feature_cache_key(extractor: nn.Module, images: np.ndarray | torch.Tensor) -
                               "resize_to": getattr(extractor, "resize_to", None)}}
 
 
+def stream_cache_key(extractor: nn.Module, identity: str, n_images: int) -> dict[str, Any]:
+    """The feature-cache key of a stream of images whose content ``identity`` is known up front
+    (a dataset's ``fingerprint()``, or a generator's weights digest with its seed and count):
+    the same extractor fields as :func:`feature_cache_key`, with ``identity`` for the bytes."""
+    return {"dataset": f"stream:{identity}", "split": [int(n_images)],
+            "extractor": getattr(extractor, "name", type(extractor).__name__),
+            "network": network_identity(extractor),
+            "preprocessing": {"dtype": "float32", "channel_mode": getattr(extractor, "channel_mode", None),
+                              "resize_to": getattr(extractor, "resize_to", None)}}
+
+
 def extract_features(extractor: nn.Module, images_or_loader: Any, *, batch_size: int = 64,
                      device: str | torch.device | None = None,
-                     cache_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                     cache_dir: str | os.PathLike | None = None,
+                     stream_identity: tuple[str, int] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Run an extractor over images in eval mode without gradients.
 
     Args:
@@ -530,13 +542,19 @@ def extract_features(extractor: nn.Module, images_or_loader: Any, *, batch_size:
         cache_dir: with an array or tensor, the features are looked up in (and added to) the
             feature cache there (:mod:`medgan.metrics.cache`), keyed by :func:`feature_cache_key`
             (the images' bytes, the extractor's name, architecture and weights); a hit runs no
-            forward pass. Loaders are never cached (their content is not known up front).
+            forward pass. An iterable is cached only with ``stream_identity``.
+        stream_identity: ``(identity, n_images)`` of an iterable whose content is known up front
+            (:func:`stream_cache_key`): a cache hit then reads no image at all.
 
     Returns:
         (features (N, D) float32, softmax probabilities (N, classes) float64 or None).
     """
     if cache_dir is not None and isinstance(images_or_loader, (np.ndarray, torch.Tensor)):
         return cached_features(feature_cache_key(extractor, images_or_loader),
+                               lambda: extract_features(extractor, images_or_loader, batch_size=batch_size,
+                                                        device=device), cache_dir=cache_dir)
+    if cache_dir is not None and stream_identity is not None:
+        return cached_features(stream_cache_key(extractor, *stream_identity),
                                lambda: extract_features(extractor, images_or_loader, batch_size=batch_size,
                                                         device=device), cache_dir=cache_dir)
     device = torch.device(device) if device is not None else next(extractor.parameters()).device

@@ -10,7 +10,7 @@ from typing import Any
 from IPython.display import HTML, display
 
 from medgan import atomic
-from medgan.config import Run
+from medgan.config import REHEARSAL_PROFILE, Run
 from medgan.reports import results
 
 # The report runner sets these; finish() writes the card and the results there, so the runner can
@@ -32,13 +32,28 @@ def _rows(card: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+REHEARSAL_NOTE = ("This is a rehearsal of the paper profile, on paper-size phantom data: the paper's image sizes, "
+                  "architectures, widths and data pipeline, with only the cuts listed in the run card (iteration "
+                  "counts, sample counts and, where this machine's memory requires it, batch sizes). Its numbers "
+                  "show that the pipeline runs end to end; they are not the paper's results.")
+
+
+def _cuts_html(cuts: list[dict[str, Any]]) -> str:
+    rows = "".join(
+        f"<tr><td><code>{html.escape(c['parameter'])}</code></td><td>{html.escape(str(c['paper']))}</td>"
+        f"<td>{html.escape(str(c['rehearsal']))}</td><td>{html.escape(c.get('why', ''))}</td></tr>" for c in cuts)
+    return ("<p><b>Rehearsal</b>: the paper profile with these cuts only.</p><table><tr><th>parameter</th>"
+            f"<th>paper</th><th>rehearsal</th><th>why</th></tr>{rows}</table>")
+
+
 def run_card_html(card: dict[str, Any]) -> str:
-    """The run card as an HTML block (parameters folded)."""
+    """The run card as an HTML block (parameters folded; a rehearsal's cuts listed)."""
     params = html.escape(json.dumps(card.get("parameters", {}), indent=2, default=str))
+    cuts = _cuts_html(card["rehearsal"]) if card.get("rehearsal") is not None else ""
     return (
         "<div class='medgan-card' style='border:1px solid #ccd;border-radius:6px;padding:0.6em 1em;"
         "background:#f7f9fc;font-family:sans-serif;font-size:0.9em'>"
-        "<b>Run card</b><table>" + _rows(card) + "</table>"
+        "<b>Run card</b><table>" + _rows(card) + "</table>" + cuts +
         f"<details><summary>parameters</summary><pre>{params}</pre></details></div>"
     )
 
@@ -50,6 +65,8 @@ def show_run_card(run: Run) -> None:
     pointer is shown here. It also starts the run's results record (:mod:`medgan.reports.results`).
     """
     results.begin()
+    if run.profile == REHEARSAL_PROFILE:
+        display(HTML(f"<p><b>Rehearsal.</b> {html.escape(REHEARSAL_NOTE)}</p>"))
     if os.environ.get(CARD_ENV):
         display(HTML(f"<p><i>Profile <b>{html.escape(run.profile)}</b>; {html.escape(run.data_source)}. "
                      "The full run card opens this report.</i></p>"))

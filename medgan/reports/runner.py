@@ -30,7 +30,7 @@ import yaml
 from nbconvert import HTMLExporter
 
 from medgan import atomic
-from medgan.config import environment_info, git_commit, load_params, repo_root
+from medgan.config import REHEARSAL_PROFILE, environment_info, git_commit, load_params, repo_root
 from medgan.data.base import ROOT_PLACEHOLDER, DataRoot
 from medgan.reports.runcard import CARD_ENV, RESULTS_ENV, run_card_html
 
@@ -220,6 +220,7 @@ def render_notebook(notebook: Path, *, profile: str = "default", overrides: Mapp
             nb.cells.insert(1 if titled else 0, _card_cell(card))
             results = json.loads(results_path.read_text()) if results_path.exists() else {}
             results["run card"] = card
+            results["rehearsal"] = card.get("rehearsal") is not None
             # HTML and JSON render before anything is replaced, so a failure here keeps the old report.
             _scrub_tree(nb, scrub)
             results = _scrub_tree(json.loads(json.dumps(results, default=str)), scrub)
@@ -335,9 +336,19 @@ paper's claims this run supports. Each report's tables are also in <code>reports
 
 def run_all(names: Sequence[str] | None = None, *, profile: str = "default",
             overrides: Sequence[str] | Mapping[str, Any] | None = None, data_root: str | None = None,
-            reports_dir: Path | None = None, progress: bool = True) -> list[ReportRecord]:
+            reports_dir: Path | None = None, progress: bool = True, rehearse: bool = False) -> list[ReportRecord]:
+    """Render each notebook in turn. ``rehearse`` (with the paper profile) runs the ``rehearse``
+    profile: the paper profile with only the cuts in ``params/<notebook>/rehearse.yaml``, on
+    paper-size phantoms."""
+    if rehearse:
+        if profile not in ("paper", REHEARSAL_PROFILE):
+            raise ValueError(f"a rehearsal rehearses the paper profile; got --profile {profile}")
+        profile = REHEARSAL_PROFILE
     records = []
-    for notebook in find_notebooks(names):
+    notebooks = find_notebooks(names)
+    for notebook in notebooks:  # every profile and override is checked before the first notebook runs
+        load_params(notebook.stem, profile, parse_overrides(overrides), data_root=data_root)
+    for notebook in notebooks:
         print(f"==> {notebook.stem} (profile {profile})", flush=True)
         record = render_notebook(notebook, profile=profile, overrides=parse_overrides(overrides),
                                  data_root=data_root, reports_dir=reports_dir, progress=progress)

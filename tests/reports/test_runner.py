@@ -122,3 +122,25 @@ def test_progress_widgets_are_dropped_from_reports():
     nb.metadata["widgets"] = {"state": {}}
     _strip_progress_widgets(nb)
     assert cell.outputs == [text] and "widgets" not in nb.metadata
+
+
+@pytest.mark.slow
+def test_a_rehearsal_says_so_and_lists_its_cuts(project):
+    """--rehearse runs the ``rehearse`` profile: the report says it is a rehearsal and lists each cut."""
+    from medgan.reports.runner import run_all
+
+    study = project / "params" / "tiny"
+    (study / "paper.yaml").write_text("base: default\nvalue: 900\n")
+    (study / "rehearse.yaml").write_text("base: paper\nvalue: 3   # iterations: a CPU rehearsal\n")
+    _notebook(project / "notebooks" / "tiny.ipynb", "print('value is', run.params.value)")
+    with pytest.raises(ValueError, match="rehearses the paper profile"):
+        run_all(["tiny"], profile="default", rehearse=True, progress=False)
+    [record] = run_all(["tiny"], profile="paper", rehearse=True, progress=False)
+    assert record.status == "ok", record.error
+    assert record.profile == "rehearse"
+    html = (project / "reports" / "tiny.html").read_text()
+    assert "value is 3" in html and "Rehearsal" in html and "iterations: a CPU rehearsal" in html
+    results = json.loads((project / "reports" / "tiny.json").read_text())
+    assert results["rehearsal"] is True
+    assert results["run card"]["rehearsal"] == [
+        {"parameter": "value", "paper": 900, "rehearsal": 3, "why": "iterations: a CPU rehearsal"}]

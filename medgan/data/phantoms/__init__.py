@@ -7,6 +7,10 @@ temporary sibling folder that is renamed into place only when complete, so a cra
 a half dataset that looks complete. Options (``n_subjects``, ``image_size``, ``seed``, ...) are
 checked against each generator's ``DEFAULTS``; an unknown option is an error.
 
+``paper_size: true`` asks for a paper-size set: the generator's ``paper_size(paper)`` computes
+image size and geometry from the study's resolved ``paper`` profile, and the other options given
+(small counts) go on top. The rehearsal profiles (``params/<notebook>/rehearse.yaml``) use it.
+
 Ground truth the real data lacks lives in a ``truth/`` folder beside the real layout.
 """
 
@@ -54,9 +58,17 @@ def profile_options(name: str, profile: str = "default") -> dict[str, Any]:
     return dict(phantom)
 
 
+def paper_size_options(name: str) -> dict[str, Any]:
+    """The options of phantom ``name``'s paper-size set, from its study's ``paper`` profile."""
+    return dict(generator(name).paper_size(resolve_profile(NOTEBOOKS[name], "paper")))
+
+
 def resolve_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     """Generator defaults updated by ``options``; unknown option names raise ValueError."""
     module = generator(name)
+    options = dict(options)
+    if options.pop("paper_size", False):
+        options = {**paper_size_options(name), **options}
     unknown = sorted(set(options) - set(module.DEFAULTS))
     if unknown:
         raise ValueError(f"phantom {name!r}: unknown option(s) {unknown}; known: {sorted(module.DEFAULTS)}")

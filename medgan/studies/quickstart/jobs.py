@@ -22,6 +22,6 @@ def dcgan(P: Params) -> TrainingJob:
     # No fingerprint here: the engine derives it from the step, the data, the seed and the batch.
     options = dict(total_steps=P.train.steps, batch_size=P.train.batch_size, seed=P.seed, device=P.device,
                    precision=P.train.precision, log_every=P.train.log_every, sample_every=P.train.sample_every,
-                   checkpoint_every=P.train.checkpoint_every, desc="DCGAN")
+                   checkpoint_every=P.train.checkpoint_every, num_workers=P.data.num_workers, desc="DCGAN")
     return TrainingJob(step=step, dataset=dataset, options=options,
                        info={"images": len(dataset), "config": config.to_dict()})
