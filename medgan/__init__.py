@@ -6,3 +6,7 @@ Layers, lowest first (imports only go downwards; ``tests/test_layering.py`` chec
 """
 
 __version__ = "0.1.0"
+
+from medgan.models.portable import load_generator  # noqa: E402  (medgan.load_generator(DIR): an exported model)
+
+__all__ = ["__version__", "load_generator"]

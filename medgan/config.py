@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -219,11 +220,47 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any], source: str, prefix:
     return out
 
 
+# YAML 1.2 numbers that PyYAML's YAML 1.1 reads as strings ("1e-3", "2E5", "+1.5e-4")
+_YAML12_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
+
+
 def _parse_override(item: str) -> tuple[str, Any]:
+    """``key.sub=value`` with the value read as a YAML 1.2 scalar (``1e-3`` is a number)."""
     if "=" not in item:
         raise ParamsError(f"override '{item}' must look like key.sub=value")
     key, raw = item.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    value = yaml.safe_load(raw)
+    if isinstance(value, str) and _YAML12_FLOAT.match(value.strip()):
+        value = float(value)
+    return key.strip(), value
+
+
+def _kind(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    return "a list" if isinstance(value, (list, tuple)) else type(value).__name__
+
+
+def _check_override_types(base: Mapping[str, Any], update: Mapping[str, Any], source: str, prefix: str = "") -> None:
+    """An override must have the profile value's kind (number, text, boolean, list, mapping), so a
+    typo fails here, naming the key, not as a TypeError deep in a run."""
+    for key, value in update.items():
+        if key not in base:
+            continue
+        dotted, old = f"{prefix}{key}", base[key]
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            _check_override_types(old, value, source, f"{dotted}.")
+        elif None not in (_kind(old), _kind(value)) and _kind(old) != _kind(value):
+            raise ParamsError(f"{source}: {dotted}={value!r} is {_kind(value)}, the profile's value "
+                              f"{old!r} is {_kind(old)}")
 
 
 def _nest(dotted: Mapping[str, Any]) -> dict[str, Any]:
@@ -322,6 +359,7 @@ def load_params(notebook: str, profile: str = "default", overrides: Mapping[str,
         flat = {k: v for k, v in overrides.items()}
         nested = _nest(flat) if any("." in k for k in flat) else dict(flat)
         merged = _merge(merged, nested, f"overrides for {source}")
+        _check_override_types(resolve_profile(notebook, profile, params_dir), nested, f"overrides for {source}")
     if data_root:
         merged = _merge(merged, {"data": {"root": str(data_root)}}, f"data_root for {source}")
     if work_dir:
@@ -413,12 +451,21 @@ class Run:
             "packages": env["packages"],
             "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started)),
             "wall time (s)": round(wall_time_s if wall_time_s is not None else time.time() - self.started, 1),
+            "peak memory (MiB)": peak_memory_mib(),
             "parameters": shareable_params(self.params),
             **({"rehearsal": rehearsal_cuts(self.notebook)} if self.profile == REHEARSAL_PROFILE else {}),
         }
 
     def elapsed(self) -> float:
         return time.time() - self.started
+
+
+def peak_memory_mib() -> int:
+    """This process's peak resident memory, or its largest child's (decoding workers, DataLoader
+    workers) if larger: what the machine had to hold at once, in MiB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, children) / 1024)  # Linux reports KiB
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

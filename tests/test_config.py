@@ -50,3 +50,15 @@ def test_start_run_writes_params_and_environment(params_dir, tmp_path, monkeypat
     card = run.card()
     assert card["seeds"] == {"seed": 9} and card["profile"] == "smoke"
     assert "phantom" in card["data source"]
+
+
+def test_override_values_are_yaml_1_2_scalars_of_the_profiles_kind():
+    from medgan.config import ParamsError, load_params
+
+    params = load_params("00_quickstart", "default", ["train.lr=1e-3", "train.betas=[0.0, 0.99]", "device=cpu"])
+    assert params.train.lr == 0.001 and isinstance(params.train.lr, float)
+    assert list(params.train.betas) == [0.0, 0.99] and params.device == "cpu"
+    with pytest.raises(ParamsError, match=r"train\.steps='many' is text, the profile's value 1500 is a number"):
+        load_params("00_quickstart", "default", ["train.steps=many"])
+    with pytest.raises(ParamsError, match=r"train\.betas=0\.5 is a number"):
+        load_params("00_quickstart", "default", ["train.betas=0.5"])

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from medgan.models.blocks import count_parameters  # noqa: F401  (re-exported)
+from medgan.models.registry import portable
 
 __all__ = ["DCGANConfig", "DCGANGenerator", "DCGANDiscriminator", "build_dcgan", "init_dcgan_weights",
            "count_parameters"]
@@ -29,6 +30,7 @@ def _n_levels(image_size: int) -> int:
     return int(math.log2(image_size)) - 2
 
 
+@portable
 class DCGANGenerator(nn.Module):
     """z (B, z_dim) -> images (B, channels, image_size, image_size) in [-1, 1]."""
 

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from medgan.models.blocks import count_parameters  # noqa: F401  (re-exported)
+from medgan.models.registry import portable
 
 __all__ = ["GENERATORS", "NORMS", "PatchDiscriminator", "ResnetBlock", "ResnetGenerator", "UNetGenerator",
            "count_parameters", "define_discriminator", "define_generator", "init_weights", "norm_layer"]
@@ -79,6 +80,7 @@ class ResnetBlock(nn.Module):
         return x + self.block(x)
 
 
+@portable
 class ResnetGenerator(nn.Module):
     """Johnson et al. (2016) style generator used by CycleGAN.
 
@@ -144,6 +146,7 @@ class _UNetLevel(nn.Module):
         return torch.cat([x, self.model(x)], 1)
 
 
+@portable
 class UNetGenerator(nn.Module):
     """U-Net generator of Pix2pix (Isola et al. 2017) with ``num_downs`` stride-2 levels and skips.
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medgan.models.blocks import count_parameters  # noqa: F401  (re-exported)
+from medgan.models.registry import portable
 
 __all__ = [
     "EqualizedConv2d", "EqualizedLinear", "PixelNorm", "MinibatchStdDev", "Generator", "Discriminator",
@@ -143,6 +144,7 @@ class _Growing(nn.Module):
         return 4 * 2 ** int(self.depth)
 
 
+@portable
 class Generator(_Growing):
     """PGGAN generator: z (B, z_dim) -> images (B, channels, res, res) at the current growth state.
 

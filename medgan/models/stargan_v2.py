@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medgan.models.blocks import count_parameters  # noqa: F401  (re-exported)
+from medgan.models.registry import portable
 
 __all__ = ["AdaIN", "AdainResBlk", "Discriminator", "Generator", "MappingNetwork", "ResBlk", "StarGANv2Config",
            "StyleEncoder", "build_stargan_v2", "count_parameters", "he_init"]
@@ -137,6 +138,7 @@ def _default_width(image_size: int) -> int:
     return 2 ** 14 // image_size
 
 
+@portable
 class Generator(nn.Module):
     """Image (N, C, S, S) + style (N, style_dim) -> image (N, C, S, S) (unbounded; trained towards [-1, 1]).
 
@@ -192,6 +194,7 @@ def _pick_domain(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return out[torch.arange(out.shape[0], device=out.device), y]
 
 
+@portable
 class MappingNetwork(nn.Module):
     """z (N, latent_dim) + domain y (N,) -> style s (N, style_dim); ``forward_all`` gives (N, K, style_dim).
 
@@ -235,6 +238,7 @@ def _trunk(image_size: int, channels: int, base_width: int, max_width: int) -> t
     return blocks, dim_out
 
 
+@portable
 class StyleEncoder(nn.Module):
     """Image (N, C, S, S) + domain y (N,) -> style s (N, style_dim); one linear head per domain."""
 

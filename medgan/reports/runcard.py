@@ -21,7 +21,8 @@ RESULTS_ENV = "MEDGAN_REPORT_RESULTS"
 
 def _rows(card: dict[str, Any]) -> str:
     out = []
-    for key in ("notebook", "profile", "data source", "device", "commit", "python", "started", "wall time (s)"):
+    for key in ("notebook", "profile", "data source", "device", "commit", "python", "started", "wall time (s)",
+                "peak memory (MiB)"):
         if key in card:
             out.append(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(key)}</th>"
                        f"<td>{html.escape(str(card[key]))}</td></tr>")

@@ -51,6 +51,7 @@ class ReportRecord:
     headlines: list[dict[str, Any]] | None = None  # from reports/<notebook>.json
     claims_supported: int | None = None
     claims_total: int | None = None
+    peak_memory_mib: int | None = None  # the notebook kernel's peak RSS (or its largest child's)
 
 
 def notebooks_dir() -> Path:
@@ -232,7 +233,8 @@ def render_notebook(notebook: Path, *, profile: str = "default", overrides: Mapp
             record = ReportRecord(name, "ok", profile, date, commit, round(wall, 1), report=f"{name}.html",
                                   data_source=results.get("data source"), headlines=results.get("headlines", []),
                                   claims_supported=results.get("claims_supported"),
-                                  claims_total=results.get("claims_total"))
+                                  claims_total=results.get("claims_total"),
+                                  peak_memory_mib=card.get("peak memory (MiB)"))
         else:
             if executed.exists():  # the partly executed notebook, to see where it broke
                 nb = nbformat.read(executed, as_version=4)
@@ -304,6 +306,8 @@ def index_html(index: Mapping[str, Mapping[str, Any]]) -> str:
             extra += f' · <a href="{html.escape(stem)}.json">json</a> · <a href="{html.escape(stem)}.ipynb">notebook</a>'
         err = f'<div class="err">{html.escape(e["error"])}</div>' if e.get("error") else ""
         wall = f'{e["wall_time_s"]:.0f} s' if isinstance(e.get("wall_time_s"), (int, float)) else "—"
+        if isinstance(e.get("peak_memory_mib"), int):
+            wall += f'<br><span class="note">peak {e["peak_memory_mib"]:,} MiB</span>'
         claims = (f'{e["claims_supported"]} / {e["claims_total"]}' if e.get("claims_total") else "—")
         rows.append(
             f"<tr><td>{link}{extra}{err}</td><td style='color:{colour}'><b>{html.escape(status)}</b></td>"
@@ -353,7 +357,8 @@ def run_all(names: Sequence[str] | None = None, *, profile: str = "default",
         record = render_notebook(notebook, profile=profile, overrides=parse_overrides(overrides),
                                  data_root=data_root, reports_dir=reports_dir, progress=progress)
         if record.status == "ok":
-            print(f"    ok in {record.wall_time_s:.0f} s -> reports/{record.report}", flush=True)
+            print(f"    ok in {record.wall_time_s:.0f} s, peak memory {record.peak_memory_mib} MiB "
+                  f"-> reports/{record.report}", flush=True)
         else:
             print(f"    FAILED {record.error}", file=sys.stderr, flush=True)
         records.append(record)

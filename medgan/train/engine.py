@@ -159,7 +159,8 @@ def train(step: TrainingStep, dataset: Dataset, *, run_dir: str | Path, total_st
           log_every: int = 10, sample_every: int = 0, sample_count: int = 16,
           checkpoint_every: int = 0, keep_checkpoints: int = 2, resume: bool = True,
           fingerprint: Mapping[str, Any] | None = None, num_workers: int = 0,
-          collate_fn=None, progress: bool = True, desc: str = "train") -> TrainResult:
+          collate_fn=None, progress: bool = True, desc: str = "train",
+          require_finished: bool = False) -> TrainResult:
     """Train ``step`` on ``dataset`` for ``total_steps`` iterations; resumable and multi-process ready.
 
     Args:
@@ -190,6 +191,8 @@ def train(step: TrainingStep, dataset: Dataset, *, run_dir: str | Path, total_st
         collate_fn: DataLoader collate function (default: torch's).
         progress: show a tqdm.auto progress bar (rank 0 only).
         desc: label of the progress bar.
+        require_finished: load the finished run of this configuration, or raise
+            :class:`RunNotTrainedError` (never train): what an export needs.
     """
     dist_info = distributed.init()
     if batch_size % dist_info.world_size:
@@ -212,7 +215,7 @@ def train(step: TrainingStep, dataset: Dataset, *, run_dir: str | Path, total_st
                       seed=seed, deterministic=deterministic, precision=precision, log_every=log_every,
                       sample_every=sample_every, sample_count=sample_count, checkpoint_every=checkpoint_every,
                       keep_checkpoints=keep_checkpoints, resume=resume, num_workers=num_workers,
-                      collate_fn=collate_fn, progress=progress, desc=desc)
+                      collate_fn=collate_fn, progress=progress, desc=desc, require_finished=require_finished)
 
 
 def run_key(identity: Mapping[str, Any]) -> str:
@@ -275,11 +278,15 @@ class RunFolderBusyError(RuntimeError):
     """The run folder is being trained in by another process."""
 
 
+class RunNotTrainedError(RuntimeError):
+    """``require_finished=True`` and the configuration's run has not reached its last step."""
+
+
 def _train(step: TrainingStep, dataset: Dataset, *, run_dir: Path, identity: Mapping[str, Any],
            fingerprint_json: str, dist_info, dev, per_rank_batch: int, total_steps: int, seed: int,
            deterministic: bool, precision: str, log_every: int, sample_every: int, sample_count: int,
            checkpoint_every: int, keep_checkpoints: int, resume: bool, num_workers: int, collate_fn,
-           progress: bool, desc: str) -> TrainResult:
+           progress: bool, desc: str, require_finished: bool = False) -> TrainResult:
     step.to(dev)
     noise_generator = torch.Generator().manual_seed(seed)
     scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" and dev.type == "cuda" else None
@@ -291,6 +298,10 @@ def _train(step: TrainingStep, dataset: Dataset, *, run_dir: Path, identity: Map
     # A checkpoint at exactly total_steps (an earlier run of this length) is the answer; otherwise the
     # newest one before it is continued (the folder never holds a later one, see choose_run_dir).
     state = checkpoints.load_latest(max_step=total_steps) if resume else None
+    if require_finished and (state is None or int(state["step"]) != total_steps
+                             or state.get("fingerprint", "{}") != fingerprint_json):
+        raise RunNotTrainedError(f"{run_dir}: this configuration has no finished run of {total_steps} steps; "
+                                 f"train it first (its notebook, or `medgan train`)")
     if state is not None and state.get("fingerprint", "{}") != fingerprint_json:
         if dist_info.is_main:
             _set_aside(run_dir, "checkpoint fingerprint differs from this configuration")

@@ -1,0 +1,169 @@
+"""Trained generators outside medgan: a folder of safetensors weights and a ``model.json``.
+
+``save_generator`` writes the networks a model needs at inference (the EMA copies where there are
+any), ``load_generator`` builds them again from ``model.json`` alone: no notebook, no params file,
+no training state. The folder layout:
+
+- ``model.safetensors``: every network's weights and buffers, as ``<network>.<tensor name>``;
+- ``model.json``: the format, the kind of model, each network's class and constructor arguments,
+  the image geometry and intensity convention, latent size, domains, and provenance.
+
+Kinds and what the loaded :class:`GeneratorModel` offers:
+- ``unconditional`` (DCGAN, PGGAN): ``generate(n, seed=, batch_size=)`` and ``iter_generate``;
+- ``translation`` (CycleGAN's two directions, Pix2pix): ``translate(images, direction=)``;
+- ``style_transfer`` (StarGAN v2): ``translate(images, domain=, seed=)``, a latent-guided style
+  per image (the mapping network), as the paper's latent-guided synthesis.
+Images are (N, C, H, W) float tensors in [-1, 1], as everywhere in medgan.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from medgan import atomic
+from medgan.models import dcgan, image_to_image, pggan, stargan_v2  # noqa: F401  (register @portable classes)
+from medgan.models.registry import describe, rebuild
+
+FORMAT = "medgan-generator/1"
+WEIGHTS = "model.safetensors"
+SPEC = "model.json"
+KINDS = ("unconditional", "translation", "style_transfer")
+# the networks each kind needs
+NETWORKS = {"unconditional": ("generator",), "translation": None, "style_transfer": ("generator", "mapping_network")}
+LATENT_BLOCK = 256  # latents are drawn in seeded blocks, so image i never depends on the batch size
+
+
+def save_generator(folder: str | os.PathLike, nets: Mapping[str, nn.Module], spec: Mapping[str, Any]) -> Path:
+    """Write ``nets`` (name -> ``@portable`` network) and ``spec`` (kind, image, ...) to ``folder``."""
+    folder = Path(folder)
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        raise ValueError(f"spec['kind'] must be one of {KINDS}, not {kind!r}")
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"{name}.{key}": value.detach().cpu().contiguous()
+               for name, net in nets.items() for key, value in net.state_dict().items()}
+    document = {"format": FORMAT, **spec, "networks": {name: describe(net) for name, net in nets.items()}}
+    with atomic.atomic_path(folder / WEIGHTS) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT})
+    atomic.write_text(folder / SPEC, json.dumps(document, indent=1, default=str))
+    return folder
+
+
+def best_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class GeneratorModel(nn.Module):
+    """A loaded generator: ``generate`` for unconditional models, ``translate`` for the others.
+
+    ``spec`` is the model's ``model.json``; ``nets`` its networks, in inference mode (``eval()``,
+    unless ``spec["inference_mode"]`` is ``"train"``: batch statistics, as some references sample).
+    """
+
+    def __init__(self, nets: Mapping[str, nn.Module], spec: Mapping[str, Any]):
+        super().__init__()
+        self.spec = dict(spec)
+        self.kind = self.spec["kind"]
+        self.nets = nn.ModuleDict(dict(nets))
+        self.requires_grad_(False)
+        self.train(self.spec.get("inference_mode", "eval") == "train")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # --- unconditional --------------------------------------------------------------------------
+    def latents(self, start: int, count: int, *, seed: int) -> torch.Tensor:
+        """The latent codes of images ``start .. start + count - 1`` of seed ``seed``."""
+        z_dim = int(self.spec["latent_dim"])
+        blocks = []
+        first, last = start // LATENT_BLOCK, (start + count - 1) // LATENT_BLOCK
+        for block in range(first, last + 1):
+            g = torch.Generator().manual_seed(int(seed) * 1_000_003 + block)
+            blocks.append(torch.randn(LATENT_BLOCK, z_dim, generator=g))
+        z = torch.cat(blocks)
+        offset = start - first * LATENT_BLOCK
+        return z[offset:offset + count]
+
+    def _require(self, *kinds: str) -> None:
+        if self.kind not in kinds:
+            raise TypeError(f"this is a {self.kind} model; use "
+                            f"{'generate()' if self.kind == 'unconditional' else 'translate()'}")
+
+    @torch.no_grad()
+    def iter_generate(self, n: int, *, seed: int = 0, batch_size: int = 64, start: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(index of the first image, images)`` batch by batch, for images ``start .. n - 1``."""
+        self._require("unconditional")
+        for first in range(start, n, batch_size):
+            z = self.latents(first, min(batch_size, n - first), seed=seed).to(self.device)
+            yield first, self.nets["generator"](z).clamp(-1, 1).float().cpu()
+
+    def generate(self, n: int, *, seed: int = 0, batch_size: int = 64) -> torch.Tensor:
+        """``n`` images (n, C, H, W) in [-1, 1]; the same seed gives the same images at any batch size."""
+        return torch.cat([images for _, images in self.iter_generate(n, seed=seed, batch_size=batch_size)])
+
+    # --- translation ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def translate(self, images: torch.Tensor, *, direction: str | None = None, domain: int | str | None = None,
+                  seed: int = 0, start: int = 0) -> torch.Tensor:
+        """Translate a batch of images (N, C, H, W) in [-1, 1].
+
+        Args:
+            direction: a translation model's network (``"A_to_B"``/``"B_to_A"`` for CycleGAN;
+                default: its only or first one).
+            domain: a style-transfer model's target domain (index or name).
+            seed, start: the style codes of a style-transfer model are those of images
+                ``start ..`` of ``seed`` (so a folder translated in batches matches one pass).
+        """
+        self._require("translation", "style_transfer")
+        x = images.to(self.device, torch.float32)
+        if self.kind == "translation":
+            names = list(self.nets)
+            name = direction or names[0]
+            if name not in self.nets:
+                raise ValueError(f"direction {name!r}: this model has {names}")
+            return self.nets[name](x).clamp(-1, 1).float().cpu()
+        domains = list(self.spec.get("domains") or [])
+        if domain is None:
+            raise ValueError(f"a style-transfer model needs domain= (one of {domains or 'the domain indices'})")
+        index = domains.index(domain) if isinstance(domain, str) else int(domain)
+        if not 0 <= index < int(self.spec["num_domains"]):
+            raise ValueError(f"domain {domain!r} is not one of {domains or list(range(self.spec['num_domains']))}")
+        z = self.latents(start, len(x), seed=seed).to(self.device)
+        y = torch.full((len(x),), index, dtype=torch.long, device=self.device)
+        style = self.nets["mapping_network"](z, y)
+        return self.nets["generator"](x, style).clamp(-1, 1).float().cpu()
+
+
+def load_generator(folder: str | os.PathLike, *, device: str | torch.device | None = None) -> GeneratorModel:
+    """The generator exported to ``folder``, ready on ``device`` (default: CUDA, MPS or CPU)."""
+    folder = Path(folder)
+    spec_path = folder / SPEC
+    if not spec_path.is_file() or not (folder / WEIGHTS).is_file():
+        raise FileNotFoundError(f"{folder}: not an exported medgan model (needs {SPEC} and {WEIGHTS}; "
+                                f"write one with `medgan export`)")
+    spec = json.loads(spec_path.read_text())
+    if spec.get("format") != FORMAT:
+        raise ValueError(f"{spec_path}: format {spec.get('format')!r}, this medgan reads {FORMAT!r}")
+    tensors = load_file(str(folder / WEIGHTS))
+    nets = {}
+    for name, description in spec["networks"].items():
+        net = rebuild(description)
+        prefix = f"{name}."
+        net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
+        if isinstance(net, pggan.Generator):
+            net = pggan.full_resolution(net)  # the finished model: full depth, no fade-in
+        nets[name] = net
+    return GeneratorModel(nets, spec).to(torch.device(device) if device is not None else best_device())
