@@ -10,6 +10,7 @@ DATA     ?=
 SET      ?=
 REHEARSE ?=
 JOBS     ?= 2
+LAB_ARGS ?=
 
 ifeq ($(USE_CONDA),1)
 PY := python
@@ -43,6 +44,10 @@ ifneq ($(USE_CONDA),1)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 endif
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	# the "Python (medgan)" kernel the notebooks ask for, visible to any JupyterLab or VS Code of this user
+	$(PY) -m ipykernel install --user --name medgan --display-name "Python (medgan)" >/dev/null
+	# notebooks are committed without outputs: nbstripout cleans them as git stages them
+	if git rev-parse --git-dir >/dev/null 2>&1; then $(PY) -m nbstripout --install; fi
 	touch $@
 
 setup: $(STAMP)
@@ -51,7 +56,7 @@ data: setup
 	$(PY) -m medgan data --all --jobs 2
 
 reproduce: setup
-	$(PY) -m medgan data --all --jobs 2 --profile $(PHANTOM_PROFILE)
+	$(PY) -m medgan data --all --jobs 2 --profile $(PHANTOM_PROFILE) $(NB_ARGS) $(if $(DATA),--real-data,)
 	$(PY) -m medgan reproduce --profile $(PROFILE) $(REHEARSE_ARG) $(NB_ARGS) $(DATA_ARG) $(SET_ARGS)
 	@echo "Reports: reports/index.html"
 
@@ -62,7 +67,7 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 lab: setup
-	$(PY) -m jupyter lab notebooks
+	$(PY) -m jupyter lab notebooks $(LAB_ARGS)
 
 benchmarks: setup
 	$(PY) benchmarks/metrics.py

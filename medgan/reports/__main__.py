@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--reports-dir", default=None, help="output folder (default: <repo>/reports)")
     run.add_argument("--rehearse", action="store_true",
                      help="with --profile paper: rehearse it on paper-size phantoms (params/<nb>/rehearse.yaml cuts)")
+    run.add_argument("--kernel", default=None,
+                     help="Jupyter kernel (default: 'medgan' when it runs this Python, else 'python3')")
     run.add_argument("--no-progress", action="store_true", help="hide papermill's cell progress bar")
     sub.add_parser("index", help="rewrite reports/index.html from reports/index.json")
     sub.add_parser("list", help="list the notebooks")
@@ -38,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     nbs = [n for item in args.nb for n in item.split(",") if n]
     records = run_all(nbs or None, profile=args.profile, overrides=args.set, data_root=args.data,
                       reports_dir=Path(args.reports_dir) if args.reports_dir else None,
-                      progress=not args.no_progress, rehearse=args.rehearse)
+                      progress=not args.no_progress, rehearse=args.rehearse,
+                      kernel=args.kernel)
     failed = [r for r in records if r.status != "ok"]
     if failed:
         print("\nFailed notebooks (previous reports kept):", file=sys.stderr)

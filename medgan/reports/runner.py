@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 import nbformat
 import papermill as pm
 import yaml
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from nbconvert import HTMLExporter
 
 from medgan import atomic
@@ -165,9 +166,25 @@ def _scrub_tree(obj: Any, scrub, html: bool = False) -> Any:
     return obj
 
 
+KERNEL = "medgan"  # the kernel `make setup` registers ("Python (medgan)"); the notebooks ask for it
+
+
+def default_kernel() -> str:
+    """``medgan`` when that kernel runs this Python (another checkout may have registered its own),
+    else ``python3``: ipykernel's kernel of this environment."""
+    try:
+        spec = KernelSpecManager().get_kernel_spec(KERNEL)
+    except NoSuchKernel:
+        return "python3"
+    executable = Path(spec.argv[0]) if spec.argv else None
+    same = executable is not None and executable.exists() and executable.resolve() == Path(sys.executable).resolve()
+    return KERNEL if same else "python3"
+
+
 def render_notebook(notebook: Path, *, profile: str = "default", overrides: Mapping[str, Any] | None = None,
                     data_root: str | None = None, reports_dir: Path | None = None,
-                    progress: bool = True, cell_timeout_s: int | None = None) -> ReportRecord:
+                    progress: bool = True, cell_timeout_s: int | None = None,
+                    kernel: str | None = None) -> ReportRecord:
     """Execute one notebook with ``params/<notebook>/<profile>.yaml`` and render its report."""
     reports_dir = Path(reports_dir or repo_root() / "reports")
     reports_dir.mkdir(parents=True, exist_ok=True)
@@ -191,7 +208,7 @@ def render_notebook(notebook: Path, *, profile: str = "default", overrides: Mapp
     try:
         pm.execute_notebook(str(notebook), str(executed), parameters={
             "profile": profile, "overrides": overrides, "data_root": data_root},
-            cwd=str(notebook.parent), kernel_name="python3", progress_bar=progress,
+            cwd=str(notebook.parent), kernel_name=kernel or default_kernel(), progress_bar=progress,
             execution_timeout=cell_timeout_s, report_mode=False)
     except pm.PapermillExecutionError as exc:
         error = (f"{name}: cell {exc.exec_count} (index {exc.cell_index}) raised "
@@ -340,7 +357,8 @@ paper's claims this run supports. Each report's tables are also in <code>reports
 
 def run_all(names: Sequence[str] | None = None, *, profile: str = "default",
             overrides: Sequence[str] | Mapping[str, Any] | None = None, data_root: str | None = None,
-            reports_dir: Path | None = None, progress: bool = True, rehearse: bool = False) -> list[ReportRecord]:
+            reports_dir: Path | None = None, progress: bool = True, rehearse: bool = False,
+            kernel: str | None = None) -> list[ReportRecord]:
     """Render each notebook in turn. ``rehearse`` (with the paper profile) runs the ``rehearse``
     profile: the paper profile with only the cuts in ``params/<notebook>/rehearse.yaml``, on
     paper-size phantoms."""
@@ -355,7 +373,7 @@ def run_all(names: Sequence[str] | None = None, *, profile: str = "default",
     for notebook in notebooks:
         print(f"==> {notebook.stem} (profile {profile})", flush=True)
         record = render_notebook(notebook, profile=profile, overrides=parse_overrides(overrides),
-                                 data_root=data_root, reports_dir=reports_dir, progress=progress)
+                                 data_root=data_root, reports_dir=reports_dir, progress=progress, kernel=kernel)
         if record.status == "ok":
             print(f"    ok in {record.wall_time_s:.0f} s, peak memory {record.peak_memory_mib} MiB "
                   f"-> reports/{record.report}", flush=True)

@@ -33,7 +33,7 @@ def test_notebook_is_thin_and_parameterised(path):
     source = "".join(tagged[0]["source"])
     for name in ("profile", "overrides", "data_root"):
         assert re.search(rf"^{name}\s*=", source, re.M), f"{path.name}: parameters cell lacks '{name}'"
-    assert all(not c.get("outputs") for c in cells if c["cell_type"] == "code"), f"{path.name}: outputs stored"
+    # outputs of a notebook saved locally are fine: tests/test_jupyter.py checks what is committed
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)

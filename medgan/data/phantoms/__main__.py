@@ -8,7 +8,7 @@ import argparse
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-from medgan.data.phantoms import NAMES, ensure, profile_options
+from medgan.data.phantoms import NAMES, NOTEBOOKS, ensure, profile_options
 
 
 def _one(name: str, profile: str, root: str | None) -> str:
@@ -25,9 +25,20 @@ def main(argv=None) -> None:
                         help="params profile whose data.phantom options are used (default: default)")
     parser.add_argument("--root", default=None, help="parent folder (default: data/phantoms)")
     parser.add_argument("--jobs", type=int, default=1, help="phantoms generated in parallel (processes)")
+    parser.add_argument("--nb", action="append", default=[],
+                        help="with --all: only the phantoms of these notebooks (name or prefix; repeatable)")
+    parser.add_argument("--real-data", action="store_true",
+                        help="with --all: the notebooks read a real dataset, so no phantom is needed")
     args = parser.parse_args(argv)
     names = list(NAMES) if args.all else args.names
+    if args.all and args.nb:  # `make reproduce NB=...` makes only what those notebooks read
+        wanted = [n for item in args.nb for n in item.split(",") if n]
+        names = [name for name in names if any(NOTEBOOKS[name].startswith(w) for w in wanted)]
+    if args.all and args.real_data:
+        names = []
     if not names:
+        if args.all:
+            return
         parser.error("name a phantom or pass --all")
     if args.jobs > 1:
         # the slowest phantoms first, so the pool finishes together
