@@ -15,13 +15,15 @@ def features():
     return a, b
 
 
-@pytest.mark.parametrize("seed", [2020, 7])
-def test_kid_matches_torch_fidelity_with_same_seed(features, seed):
-    # Same subsets: both draw with numpy RandomState(seed), A then B per subset.
+@pytest.mark.parametrize("seed, subsets, block", [(2020, 10, 1 << 21), (7, 10, 1 << 21), (7, 10, 1000), (7, 2, 1 << 21)])
+def test_kid_matches_torch_fidelity_with_same_seed(features, seed, subsets, block, monkeypatch):
+    # Same subsets: both draw with numpy RandomState(seed), A then B per subset. 10 subsets take the
+    # all-pairs route (in one block, or in blocks of 1000 kernel entries), 2 the per-subset loop.
+    monkeypatch.setattr("medgan.metrics.kid.BLOCK_ELEMENTS", block)
     a, b = features
-    ref = kid_features_to_metric(torch.from_numpy(a), torch.from_numpy(b), kid_subsets=10,
+    ref = kid_features_to_metric(torch.from_numpy(a), torch.from_numpy(b), kid_subsets=subsets,
                                  kid_subset_size=100, rng_seed=seed, verbose=False)
-    mean, std = kernel_inception_distance(a, b, subsets=10, subset_size=100, seed=seed)
+    mean, std = kernel_inception_distance(a, b, subsets=subsets, subset_size=100, seed=seed)
     assert mean == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-4, abs=1e-7)
     assert std == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-3, abs=1e-7)
 
