@@ -23,6 +23,7 @@ finished store is renamed into place in one step, so a killed build leaves no ha
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -68,10 +69,18 @@ def file_identity(root: Path, files: Iterable[str | os.PathLike]) -> str:
     return digest.hexdigest()
 
 
+def _callable_identity(decode: Callable) -> str:
+    """A decode function by name (and a partial's bound arguments): never by ``repr``, whose memory
+    address changes in every process and would make every run rebuild its store."""
+    if isinstance(decode, functools.partial):
+        keywords = json.dumps(_plain(decode.keywords), sort_keys=True, default=repr)
+        return f"{_callable_identity(decode.func)}({_plain(list(decode.args))!r}, {keywords})"
+    return f"{decode.__module__}.{decode.__qualname__}#v{getattr(decode, 'version', 0)}"
+
+
 def store_key(*, name: str, identity: str, entries: Sequence[Any], decode: Callable, settings: Mapping) -> str:
     digest = hashlib.sha256()
-    qualname = f"{getattr(decode, '__module__', '')}.{getattr(decode, '__qualname__', repr(decode))}"
-    for part in (STORE_FORMAT, name, identity, qualname, getattr(decode, "version", 0),
+    for part in (STORE_FORMAT, name, identity, _callable_identity(decode),
                  json.dumps(_plain(dict(settings)), sort_keys=True, default=repr), repr(list(entries))):
         digest.update(f"{part}\0".encode())
     return digest.hexdigest()[:20]

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.linalg.blas import dsyrk
 
 from medgan.metrics._arrays import as_features, as_tensor
 
@@ -42,32 +43,77 @@ def _psd_factor(cov: torch.Tensor) -> torch.Tensor:
 
 def _trace_sqrt_product(factor_a: torch.Tensor, factor_b: torch.Tensor) -> torch.Tensor:
     """Tr sqrt(F_a F_aᵀ F_b F_bᵀ) = sum of singular values of F_bᵀ F_a, via one symmetric eigensolve."""
-    cross = factor_b.T @ factor_a  # (r_b, r_a)
-    gram = cross.T @ cross if cross.shape[1] <= cross.shape[0] else cross @ cross.T
+    return _trace_sqrt_of_cross(factor_b.T @ factor_a)
+
+
+def _smaller_gram(cross: torch.Tensor) -> torch.Tensor:
+    return cross.T @ cross if cross.shape[1] <= cross.shape[0] else cross @ cross.T
+
+
+def _trace_sqrt_of_cross(cross: torch.Tensor) -> torch.Tensor:
+    """Sum of the singular values of ``cross`` (r_b, r_a), from the eigenvalues of its smaller Gram."""
+    gram = _smaller_gram(cross)
     eigvals = torch.linalg.eigvalsh(gram)
     return eigvals.clamp_min(0).sqrt().sum()
 
 
+CHUNK_ROWS = 1024  # rows converted to float64 at a time: the covariance never needs a float64 copy of the data
+
+
 def _factor_from_features(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(mean, trace of covariance, F with cov = F Fᵀ) choosing the cheaper exact factor."""
+    """(mean, trace of covariance, F with cov = F Fᵀ) choosing the cheaper exact factor.
+
+    ``x`` may be float32: the mean and the covariance are accumulated in float64 a chunk of
+    rows at a time, so memory holds the D×D covariance and one chunk, not a float64 copy of x.
+    """
     n, d = x.shape
-    mean = x.mean(dim=0)
-    centred = x - mean
+    mean = torch.zeros(d, dtype=torch.float64, device=x.device)
+    for start in range(0, n, CHUNK_ROWS):
+        mean += x[start:start + CHUNK_ROWS].to(torch.float64).sum(dim=0)
+    mean /= n
     if n <= d:
         # cov = Aᵀ A with A the scaled centred data: rank ≤ N-1, no D×D matrix needed at all.
-        factor = centred.T / (n - 1) ** 0.5  # (D, N)
+        factor = (x.to(torch.float64) - mean).T / (n - 1) ** 0.5  # (D, N)
         return mean, factor.square().sum(), factor
-    cov = _gram(centred) / (n - 1)
-    return mean, torch.diagonal(cov).sum(), _psd_factor(cov)
+    cov = _Gram(d, x.device)
+    for start in range(0, n, CHUNK_ROWS):
+        centred = x[start:start + CHUNK_ROWS].to(torch.float64, copy=True)
+        centred -= mean
+        cov.add(centred)
+        del centred
+    cov = cov.result()
+    cov /= n - 1
+    trace = torch.diagonal(cov).sum()
+    factor = _psd_factor(cov)  # reads the lower triangle only
+    del cov
+    return mean, trace, factor
 
 
-def _gram(centred: torch.Tensor) -> torch.Tensor:
-    """centredᵀ centred. On CPU through numpy, whose matmul recognises AᵀA and calls BLAS syrk
-    (half the work of a general product); on GPU a plain matmul."""
-    if centred.device.type == "cpu":
-        array = centred.numpy()
-        return torch.from_numpy(array.T @ array)
-    return centred.T @ centred
+class _Gram:
+    """Accumulates Σ Aᵀ A over chunks A in place. On CPU with BLAS syrk (half the work of a general
+    product, and no temporary D×D product: scipy's wrapper updates the matrix it is given); on
+    GPU with addmm."""
+
+    def __init__(self, d: int, device: torch.device):
+        self.device = device
+        if device.type == "cpu":
+            self.upper = np.zeros((d, d), order="F")  # syrk fills the upper triangle
+        else:
+            self.full = torch.zeros(d, d, dtype=torch.float64, device=device)
+
+    def add(self, centred: torch.Tensor) -> None:
+        if self.device.type == "cpu":
+            # a C-order (n, D) array is the Fortran (D, n) matrix Aᵀ: trans=0 gives Aᵀ A
+            self.upper = dsyrk(1.0, centred.numpy().T, beta=1.0, c=self.upper, trans=0, lower=0, overwrite_c=1)
+        else:
+            self.full.addmm_(centred.T, centred)
+
+    def result(self) -> torch.Tensor:
+        """The Gram matrix; on CPU only its lower triangle holds values (the transpose of the upper
+        triangle syrk filled, a C-order view: no copy). Cholesky and eigh read only that triangle."""
+        if self.device.type != "cpu":
+            return self.full
+        return torch.from_numpy(self.upper.T)
 
 
 def frechet_distance(feats_a: Any, feats_b: Any) -> float:
@@ -85,15 +131,19 @@ def frechet_distance(feats_a: Any, feats_b: Any) -> float:
     if len(shape_a) == len(shape_b) == 2 and dim_a != dim_b:
         raise ValueError(f"feats_a has D={dim_a[0]} features but feats_b has D={dim_b[0]}; "
                          f"both must come from the same extractor")
-    # One set at a time, so only one float64 copy of the features is alive at once.
-    a = as_features(feats_a, name="feats_a", dtype=torch.float64)
+    # One set at a time, in the features' own precision (float64 happens chunk by chunk).
+    a = as_features(feats_a, name="feats_a")
     device = a.device
     mean_a, trace_a, factor_a = _factor_from_features(a)
     del a
-    b = as_features(feats_b, name="feats_b", dtype=torch.float64, device=device)
+    b = as_features(feats_b, name="feats_b", device=device)
     mean_b, trace_b, factor_b = _factor_from_features(b)
     del b
-    trace_sqrt = _trace_sqrt_product(factor_a, factor_b)
+    cross = factor_b.T @ factor_a
+    del factor_a, factor_b  # each step keeps only what the next needs
+    gram = _smaller_gram(cross)
+    del cross
+    trace_sqrt = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt().sum()
     diff = mean_a - mean_b
     return float(diff @ diff + trace_a + trace_b - 2 * trace_sqrt)
 

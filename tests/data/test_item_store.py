@@ -141,3 +141,17 @@ def test_iterating_reads_one_item_at_a_time(tmp_path, monkeypatch):
     for _ in iter_batches(ItemListDataset(store), batch_size=3):
         pass
     assert sizes == [8 * 8 * 4] * len(store)
+
+
+def test_the_store_is_found_again_by_a_new_process(tmp_path):
+    """The key must not depend on anything per-process (a function's repr holds its address)."""
+    import subprocess
+    import sys
+    root = make_root(tmp_path, 3)
+    first, _ = store_of(root)
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parents[2])!r}); "
+              f"from pathlib import Path; import tests.data.test_item_store as t; "
+              f"print(t.store_of(Path({str(root)!r}))[0].folder)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         env={**os.environ, "MEDGAN_WORKDIR": os.environ["MEDGAN_WORKDIR"]})
+    assert out.stdout.strip() == str(first.folder)
