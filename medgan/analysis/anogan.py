@@ -13,14 +13,17 @@ normal-only generator cannot draw: the anomaly. The rest scores and evaluates it
 - :func:`mean_image_residual`: the naive baseline (difference from the mean normal image).
 
 Like ``projector.project`` of stylegan2-ada, :func:`invert` is a pure function of a generator
-and targets; nothing here trains or loads models.
+and targets; nothing here trains or loads models. :func:`iter_inversions` is its streaming form,
+and :func:`evaluate_anomaly_detection` consumes it chunk by chunk: each chunk of queries is
+inverted and reduced at once (scores, latents, the maps of lesion images, a few examples), so
+the queries, reconstructions and residuals of a large query set never sit in memory together.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,9 +35,9 @@ from tqdm.auto import tqdm
 from medgan.metrics.bootstrap import bootstrap_ci
 from medgan.metrics.roc import auroc, delong_test
 
-__all__ = ["InversionResult", "invert", "smooth_residual", "anomaly_maps", "anomaly_scores", "threshold_at_specificity",
-           "detection_table", "localisation", "compare_localisation", "dice", "mean_image_residual", "AnomalyEvaluation",
-           "evaluate_anomaly_detection", "ANOGAN", "BASELINE"]
+__all__ = ["InversionResult", "invert", "iter_inversions", "queries_per_chunk", "UpperQuantile", "smooth_residual",
+           "anomaly_maps", "anomaly_scores", "threshold_at_specificity", "detection_table", "localisation", "compare_localisation", "dice", "mean_image_residual", "AnomalyEvaluation",
+           "evaluate_anomaly_detection", "AnomalyExamples", "ANOGAN", "BASELINE", "SUPERVISED"]
 
 
 @dataclass
@@ -44,6 +47,84 @@ class InversionResult:
     residual: torch.Tensor        # (N, C, H, W) query - reconstruction (signed)
     losses: np.ndarray            # (steps, N) objective of the chosen restart at every step
     seconds_per_query: float      # wall time / N (all restarts included)
+
+
+def queries_per_chunk(batch_size: int, restarts: int) -> int:
+    """Queries optimised together: all restarts of a query share a chunk of <= ``batch_size`` latents."""
+    return max(1, int(batch_size) // max(1, int(restarts)))
+
+
+def iter_inversions(G: Callable[[torch.Tensor], torch.Tensor], targets: Any, *, steps: int = 200, lr: float = 0.05,
+                    restarts: int = 4, z_dim: int | None = None,
+                    discriminator_features: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                    feature_weight: float = 0.1, batch_size: int = 64, seed: int = 0,
+                    device: str | torch.device = "cpu", progress: bool = False
+                    ) -> Iterator[tuple[torch.Tensor, InversionResult]]:
+    """:func:`invert`, chunk by chunk: yields ``(queries, result)`` for consecutive chunks of
+    :func:`queries_per_chunk` queries, each read from ``targets`` only when its turn comes.
+
+    ``targets``: (N, C, H, W) images in [-1, 1], as a tensor or anything with ``len`` and
+    ``targets[i:j]`` -> tensor (a lazy view of images on disk). Memory holds one chunk's queries,
+    latents and reconstructions; the random starts of all N queries are drawn up front (small),
+    so a query's result does not depend on how the queries are chunked.
+    """
+    if steps < 1 or restarts < 1:
+        raise ValueError(f"steps and restarts must be >= 1, got {steps} and {restarts}")
+    z_dim = z_dim or getattr(G, "z_dim", None)
+    if z_dim is None:
+        raise ValueError("z_dim is needed (the generator has no z_dim attribute)")
+    device = torch.device(device)
+    n = len(targets)
+    gen = torch.Generator().manual_seed(seed)
+    z_init = torch.randn(n * restarts, z_dim, generator=gen)
+    per_chunk = queries_per_chunk(batch_size, restarts)
+
+    modules = [m for m in (G, discriminator_features) if isinstance(m, nn.Module)]
+    saved = [(p, p.requires_grad) for m in modules for p in m.parameters()]
+    modes = [(m, m.training) for m in modules]
+    for p, _ in saved:
+        p.requires_grad_(False)
+    for m in modules:
+        m.eval()
+    try:
+        for first in tqdm(range(0, n, per_chunk), disable=not progress, desc="invert"):
+            t0 = time.perf_counter()
+            query = torch.as_tensor(targets[first:first + per_chunk]).float()
+            if query.ndim != 4:
+                raise ValueError(f"targets must be (N, C, H, W), got a chunk of shape {tuple(query.shape)}")
+            q = len(query)
+            tgt = query.to(device).repeat_interleave(restarts, dim=0)
+            z = z_init[first * restarts:(first + q) * restarts].clone().to(device).requires_grad_(True)
+            opt = torch.optim.Adam([z], lr=lr)
+            feat_target = discriminator_features(tgt).detach() if discriminator_features is not None else None
+            history = []
+            for _ in range(steps):
+                opt.zero_grad(set_to_none=True)
+                per_image = _objective(G(z), tgt, discriminator_features, feat_target, feature_weight)
+                per_image.sum().backward()
+                opt.step()
+                history.append(per_image.detach().cpu())
+            with torch.no_grad():
+                fake = G(z)
+                final = _objective(fake, tgt, discriminator_features, feat_target, feature_weight).cpu()
+            history[-1] = final  # the objective at the latent we return
+            del tgt, feat_target
+            losses = torch.stack(history).view(steps, q, restarts)
+            best = losses[-1].argmin(1)
+            z_best = z.detach().cpu().view(q, restarts, z_dim)[torch.arange(q), best]
+            # The objective used G's raw output; the reconstruction shown and subtracted is an image in [-1, 1]:
+            # G(z_best), taken from the final forward pass rather than drawn again.
+            recon = fake.float().cpu().view(q, restarts, *fake.shape[1:])[torch.arange(q), best].clamp(-1, 1)
+            del z, opt, fake
+            seconds = time.perf_counter() - t0
+            yield query, InversionResult(z=z_best, reconstruction=recon, residual=query - recon,
+                                         losses=losses[:, torch.arange(q), best].numpy(), seconds_per_query=seconds / q)
+            del query, recon  # before the next chunk is read
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)
+        for m, mode in modes:
+            m.train(mode)
 
 
 def invert(G: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor, *, steps: int = 200, lr: float = 0.05,
@@ -63,70 +144,26 @@ def invert(G: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor, *, s
             layer); adds AnoGAN's feature-matching term.
         feature_weight: lambda in ``(1 - lambda) * residual + lambda * feature`` (AnoGAN used 0.1);
             ignored without ``discriminator_features``.
-        batch_size: latents optimised together (queries x restarts are chunked by this).
+        batch_size: latents optimised together (queries x restarts, chunked by query).
         seed: seeds the random starts (same seed, same result on the same device).
     Returns:
-        :class:`InversionResult`. The residual objective is the mean squared error per image.
+        :class:`InversionResult` of all queries (kept in memory: for many large queries, consume
+        :func:`iter_inversions` chunk by chunk instead). The residual objective is the mean
+        squared error per image.
     """
     if target.ndim == 3:
         target = target[None]
     if target.ndim != 4:
         raise ValueError(f"target must be (N, C, H, W) or (C, H, W), got {tuple(target.shape)}")
-    if steps < 1 or restarts < 1:
-        raise ValueError(f"steps and restarts must be >= 1, got {steps} and {restarts}")
-    z_dim = z_dim or getattr(G, "z_dim", None)
-    if z_dim is None:
-        raise ValueError("z_dim is needed (the generator has no z_dim attribute)")
-    device = torch.device(device)
-    n = target.shape[0]
-    gen = torch.Generator().manual_seed(seed)
-    z_init = torch.randn(n * restarts, z_dim, generator=gen)
-    targets = target.to(device, torch.float32).repeat_interleave(restarts, dim=0)
-
-    modules = [m for m in (G, discriminator_features) if isinstance(m, nn.Module)]
-    saved = [(p, p.requires_grad) for m in modules for p in m.parameters()]
-    modes = [(m, m.training) for m in modules]
-    for p, _ in saved:
-        p.requires_grad_(False)
-    for m in modules:
-        m.eval()
-    t0 = time.perf_counter()
-    z_all, loss_all = [], []
-    try:
-        chunks = range(0, n * restarts, batch_size)
-        for start in tqdm(chunks, disable=not progress, desc="invert"):
-            tgt = targets[start:start + batch_size]
-            z = z_init[start:start + batch_size].clone().to(device).requires_grad_(True)
-            opt = torch.optim.Adam([z], lr=lr)
-            feat_target = discriminator_features(tgt).detach() if discriminator_features is not None else None
-            history = []
-            for _ in range(steps):
-                opt.zero_grad(set_to_none=True)
-                per_image = _objective(G(z), tgt, discriminator_features, feat_target, feature_weight)
-                per_image.sum().backward()
-                opt.step()
-                history.append(per_image.detach().cpu())
-            with torch.no_grad():
-                final = _objective(G(z), tgt, discriminator_features, feat_target, feature_weight).cpu()
-            history[-1] = final  # the objective at the latent we return
-            z_all.append(z.detach().cpu())
-            loss_all.append(torch.stack(history))
-    finally:
-        for p, flag in saved:
-            p.requires_grad_(flag)
-        for m, mode in modes:
-            m.train(mode)
-    z_all = torch.cat(z_all).view(n, restarts, z_dim)
-    losses = torch.cat(loss_all, dim=1).view(steps, n, restarts)
-    best = losses[-1].argmin(1)
-    z_best = z_all[torch.arange(n), best]
-    with torch.no_grad():
-        # The objective used G's raw output; the reconstruction shown and subtracted is an image in [-1, 1].
-        recon = torch.cat([G(z_best[i:i + batch_size].to(device)).float().cpu().clamp(-1, 1)
-                           for i in range(0, n, batch_size)])
-    seconds = time.perf_counter() - t0
-    return InversionResult(z=z_best, reconstruction=recon, residual=target.float().cpu() - recon,
-                           losses=losses[:, torch.arange(n), best].numpy(), seconds_per_query=seconds / n)
+    chunks = [result for _, result in iter_inversions(
+        G, target, steps=steps, lr=lr, restarts=restarts, z_dim=z_dim, discriminator_features=discriminator_features,
+        feature_weight=feature_weight, batch_size=batch_size, seed=seed, device=device, progress=progress)]
+    n = sum(len(c.z) for c in chunks)
+    return InversionResult(z=torch.cat([c.z for c in chunks]),
+                           reconstruction=torch.cat([c.reconstruction for c in chunks]),
+                           residual=torch.cat([c.residual for c in chunks]),
+                           losses=np.concatenate([c.losses for c in chunks], axis=1),
+                           seconds_per_query=sum(c.seconds_per_query * len(c.z) for c in chunks) / n)
 
 
 def _objective(fake, target, features, feat_target, weight) -> torch.Tensor:
@@ -306,6 +343,49 @@ def summary_row(name: str, *, labels: Any, scores: Any, loc: Mapping[str, float]
 
 ANOGAN = "AnoGAN (PGGAN inversion)"
 BASELINE = "mean normal image (baseline)"
+SUPERVISED = "supervised multi-label classifier"
+
+
+class UpperQuantile:
+    """The exact ``q``-quantile (numpy's linear rule) of ``total`` values that arrive in batches,
+    keeping only the values that can still be it: the largest ``total - floor((total - 1) q)``
+    (1% of them for q = 0.99), so the normal validation maps are never all in memory."""
+
+    def __init__(self, q: float, total: int):
+        if not 0 <= q <= 1 or total < 1:
+            raise ValueError(f"need 0 <= q <= 1 and total >= 1, got q={q}, total={total}")
+        self.q, self.total, self.seen = float(q), int(total), 0
+        self.position = (self.total - 1) * self.q
+        self.keep = self.total - int(np.floor(self.position))
+        self.top = np.zeros(0, np.float64)
+
+    def add(self, values: Any) -> None:
+        v = np.asarray(values, dtype=np.float64).ravel()
+        self.seen += v.size
+        if self.seen > self.total:
+            raise ValueError(f"{self.seen} values added, {self.total} announced")
+        merged = np.concatenate([self.top, v])
+        self.top = np.partition(merged, len(merged) - self.keep)[len(merged) - self.keep:] \
+            if len(merged) > self.keep else merged
+
+    def value(self) -> float:
+        if self.seen != self.total:
+            raise ValueError(f"{self.seen} of {self.total} values added")
+        top = np.sort(self.top)
+        low = top[0]
+        high = top[1] if len(top) > 1 else top[0]
+        return float(low + (self.position - np.floor(self.position)) * (high - low))
+
+
+@dataclass
+class AnomalyExamples:
+    """The few test queries a figure shows, kept while everything else streamed past."""
+
+    indices: list[int]                 # positions among the test queries
+    queries: torch.Tensor              # (n, C, H, W)
+    reconstructions: torch.Tensor      # (n, C, H, W) AnoGAN's G(z*)
+    maps: dict[str, np.ndarray]        # method -> (n, H, W) anomaly maps
+    masks: torch.Tensor | None         # (n, 1, H, W) lesion masks, or None
 
 
 @dataclass
@@ -316,19 +396,48 @@ class AnomalyEvaluation:
     detection: pd.DataFrame        # detected / n per finding, one column block per method
     thresholds: dict[str, float]   # image-score threshold per method (chosen on normal validation images)
     scores: dict[str, np.ndarray]  # test-query scores per method
-    maps: dict[str, np.ndarray]    # test-query anomaly maps per method (N, H, W)
-    inversion: InversionResult     # AnoGAN inversion of the test queries
     findings: np.ndarray           # (N,) finding name per test query
     localisation_test: pd.DataFrame | None = None  # AnoGAN - baseline, paired bootstrap CIs (needs masks)
+    latents: np.ndarray | None = None              # (N, D) AnoGAN's best latent per test query
+    losses: np.ndarray | None = None               # (steps, N) AnoGAN's objective along each test inversion
+    examples: AnomalyExamples | None = None        # the queries kept for figures
 
 
-def evaluate_anomaly_detection(G: Callable[[torch.Tensor], torch.Tensor], *, normal_val: torch.Tensor,
-                               queries: torch.Tensor, findings: Sequence[str], masks: Any,
-                               normal_train: torch.Tensor, invert_options: Mapping[str, Any],
-                               specificity: float = 0.95, pixel_quantile: float = 0.99, score_kind: str = "mse",
-                               sigma: float = 0.0, trained_findings: Sequence[str] = (), normal_name: str = "normal",
+def _chunks(images: Any, size: int) -> Iterator[torch.Tensor]:
+    """Consecutive ``images[i:i + size]`` of a tensor or a lazy sliceable stack, as float tensors."""
+    for first in range(0, len(images), size):
+        yield torch.as_tensor(images[first:first + size]).float()
+
+
+@dataclass
+class _Pass:
+    """One method's reductions over a stream of residual chunks."""
+
+    scores: list[np.ndarray] = field(default_factory=list)
+    lesion_maps: list[np.ndarray] = field(default_factory=list)
+    example_maps: list[np.ndarray] = field(default_factory=list)
+    quantile: UpperQuantile | None = None
+
+    def add(self, residual, *, score_kind: str, sigma: float, lesion=None, examples=None) -> None:
+        maps = anomaly_maps(residual, sigma=sigma)
+        self.scores.append(anomaly_scores(residual, kind=score_kind, sigma=sigma))
+        if self.quantile is not None:
+            self.quantile.add(maps)
+        if lesion is not None and lesion.any():
+            self.lesion_maps.append(maps[lesion].astype(np.float32))
+        if examples is not None and len(examples):
+            self.example_maps.append(maps[examples])
+
+
+def evaluate_anomaly_detection(G: Callable[[torch.Tensor], torch.Tensor], *, normal_val: Any, queries: Any,
+                               findings: Sequence[str], masks: Any, normal_train: torch.Tensor,
+                               invert_options: Mapping[str, Any], specificity: float = 0.95,
+                               pixel_quantile: float = 0.99, score_kind: str = "mse", sigma: float = 0.0,
+                               trained_findings: Sequence[str] = (), normal_name: str = "normal",
                                classifier_scores: tuple[Any, Any] | None = None,
-                               classifier_seconds_per_query: float = float("nan")) -> AnomalyEvaluation:
+                               classifier_seconds_per_query: float = float("nan"), n_boot: int = 1000,
+                               n_boot_localisation: int = 300, example_indices: Sequence[int] = ()
+                               ) -> AnomalyEvaluation:
     """AnoGAN against the mean-normal-image baseline (and optionally a supervised classifier).
 
     Args:
@@ -345,46 +454,107 @@ def evaluate_anomaly_detection(G: Callable[[torch.Tensor], torch.Tensor], *, nor
             for every method (the baseline's residual is smoothed alike).
         classifier_scores: optional (scores on normal_val (M,), scores on queries (N,)) of a
             supervised classifier (e.g. 1 - P(normal)); it gets the same threshold rule.
+        n_boot, n_boot_localisation: bootstrap resamples of the image-AUROC CIs and of the
+            paired localisation test.
+        example_indices: test queries whose images, reconstructions and maps are kept (figures).
+
+    Streams: ``normal_val``, ``queries`` and ``masks`` may be tensors or lazy stacks (``len`` and
+    ``[i:j]``). Each chunk is inverted, reduced at once to scores, the maps of images with a lesion
+    (pixel metrics) and the kept examples, and freed; the pixel threshold is an exact quantile
+    kept from the largest validation map values only.
     """
     findings = np.asarray(findings, dtype=object)
+    if len(findings) != len(queries):
+        raise ValueError(f"{len(queries)} queries but {len(findings)} finding names")
     abnormal = (findings != normal_name).astype(int)
-    val_inv = invert(G, normal_val, **invert_options)
-    test_inv = invert(G, queries, **invert_options)
-    residuals = {ANOGAN: (val_inv.residual, test_inv.residual, test_inv.seconds_per_query),
-                 BASELINE: (mean_image_residual(normal_val, normal_train), mean_image_residual(queries, normal_train),
-                            0.0)}
-    summary, tables, thresholds, scores, maps, pixel_thresholds = [], {}, {}, {}, {}, {}
-    for name, (val_res, test_res, secs) in residuals.items():
-        val_scores = anomaly_scores(val_res, kind=score_kind, sigma=sigma)
-        test_scores = anomaly_scores(test_res, kind=score_kind, sigma=sigma)
-        thresholds[name] = threshold_at_specificity(val_scores, specificity=specificity)
-        pixel_thresholds[name] = pixel_threshold = float(np.quantile(anomaly_maps(val_res, sigma=sigma), pixel_quantile))
-        maps[name], scores[name] = anomaly_maps(test_res, sigma=sigma), test_scores
-        loc = (localisation(maps[name], masks, threshold=pixel_threshold) if masks is not None
-               else {"pixel_auroc": float("nan"), "dice": float("nan")})
-        summary.append(summary_row(name, labels=abnormal, scores=test_scores, loc=loc, seconds_per_query=secs,
-                                   reference_scores=None if name == ANOGAN else scores[ANOGAN]))
-        tables[name] = detection_table(test_scores, findings, thresholds[name], trained_findings=trained_findings,
-                                       normal_name=normal_name)
+    train = normal_train.detach().cpu() if torch.is_tensor(normal_train) else normal_train
+    reference = np.asarray(train, dtype=np.float64).mean(0, keepdims=True)  # the baseline's mean normal image
+    options = dict(invert_options)
+    chunk = queries_per_chunk(options.get("batch_size", 64), options.get("restarts", 4))
+    methods = (ANOGAN, BASELINE)
+
+    # Normal validation images: image scores and the pixel-value quantile of each method.
+    val = {m: _Pass() for m in methods}
+    for query, result in iter_inversions(G, normal_val, **options):
+        for method, residual in ((ANOGAN, result.residual), (BASELINE, mean_image_residual(query, reference))):
+            if val[method].quantile is None:
+                val[method].quantile = UpperQuantile(pixel_quantile, len(normal_val) * int(np.prod(query.shape[-2:])))
+            val[method].add(residual, score_kind=score_kind, sigma=sigma)
+        del query, result
+
+    # Test queries: scores, lesion-image maps, examples.
+    wanted = sorted(set(int(i) for i in example_indices))
+    test = {m: _Pass() for m in methods}
+    lesion_masks, latents, losses, seconds = [], [], [], 0.0
+    kept_queries, kept_recon, kept_masks = [], [], []
+    mask_chunks = _chunks(masks, chunk) if masks is not None else None
+    first = 0
+    for query, result in iter_inversions(G, queries, **options):
+        q = len(query)
+        mask = next(mask_chunks) if mask_chunks is not None else None
+        lesion = None
+        if mask is not None:
+            mask = mask.amax(1) if mask.ndim == 4 else mask
+            lesion = mask.flatten(1).amax(1).numpy() > 0
+            if lesion.any():
+                lesion_masks.append(mask[torch.from_numpy(lesion)].numpy() > 0.5)
+        here = np.array([i - first for i in wanted if first <= i < first + q], dtype=int)
+        for method, residual in ((ANOGAN, result.residual), (BASELINE, mean_image_residual(query, reference))):
+            test[method].add(residual, score_kind=score_kind, sigma=sigma, lesion=lesion, examples=here)
+        if len(here):
+            kept_queries.append(query[here])
+            kept_recon.append(result.reconstruction[here])
+            if mask is not None:
+                kept_masks.append(mask[here][:, None])
+        latents.append(result.z.numpy())
+        losses.append(result.losses)
+        seconds += result.seconds_per_query * q
+        first += q
+        del query, result, mask
+
+    summary, tables, thresholds, scores, pixel_thresholds, lesion_maps = [], {}, {}, {}, {}, {}
+    lesion_truth = np.concatenate(lesion_masks) if lesion_masks else None
+    if masks is not None and lesion_truth is None:
+        raise ValueError("no mask has a lesion pixel; localisation needs abnormal images with masks")
+    for method in methods:
+        val_scores = np.concatenate(val[method].scores)
+        test_scores = np.concatenate(test[method].scores)
+        thresholds[method] = threshold_at_specificity(val_scores, specificity=specificity)
+        pixel_thresholds[method] = val[method].quantile.value()
+        scores[method] = test_scores
+        lesion_maps[method] = np.concatenate(test[method].lesion_maps) if test[method].lesion_maps else None
+        loc = (localisation(lesion_maps[method], lesion_truth, threshold=pixel_thresholds[method])
+               if masks is not None else {"pixel_auroc": float("nan"), "dice": float("nan")})
+        secs = seconds / len(findings) if method == ANOGAN else 0.0
+        summary.append(summary_row(method, labels=abnormal, scores=test_scores, loc=loc, seconds_per_query=secs,
+                                   reference_scores=None if method == ANOGAN else scores[ANOGAN], n_boot=n_boot))
+        tables[method] = detection_table(test_scores, findings, thresholds[method], trained_findings=trained_findings,
+                                         normal_name=normal_name)
     if classifier_scores is not None:
-        name = "supervised multi-label classifier"
         val_scores, test_scores = (np.asarray(s, dtype=np.float64) for s in classifier_scores)
-        thresholds[name] = threshold_at_specificity(val_scores, specificity=specificity)
-        scores[name] = test_scores
-        summary.append(summary_row(name, labels=abnormal, scores=test_scores,
+        thresholds[SUPERVISED] = threshold_at_specificity(val_scores, specificity=specificity)
+        scores[SUPERVISED] = test_scores
+        summary.append(summary_row(SUPERVISED, labels=abnormal, scores=test_scores,
                                    loc={"pixel_auroc": float("nan"), "dice": float("nan")},
-                                   seconds_per_query=classifier_seconds_per_query, reference_scores=scores[ANOGAN]))
-        tables[name] = detection_table(test_scores, findings, thresholds[name], trained_findings=trained_findings,
-                                       normal_name=normal_name)
+                                   seconds_per_query=classifier_seconds_per_query, reference_scores=scores[ANOGAN],
+                                   n_boot=n_boot))
+        tables[SUPERVISED] = detection_table(test_scores, findings, thresholds[SUPERVISED],
+                                             trained_findings=trained_findings, normal_name=normal_name)
     detection = pd.concat({name: t[["detected", "n", "rate"]] for name, t in tables.items()}, axis=1)
-    first = next(iter(tables.values()))
-    detection.insert(0, ("", "trained"), first["trained"])
+    first_table = next(iter(tables.values()))
+    detection.insert(0, ("", "trained"), first_table["trained"])
     localisation_test = None
     if masks is not None:
-        localisation_test = compare_localisation(maps[ANOGAN], maps[BASELINE], masks,
-                                                 thresholds=(pixel_thresholds[ANOGAN], pixel_thresholds[BASELINE]))
+        localisation_test = compare_localisation(lesion_maps[ANOGAN], lesion_maps[BASELINE], lesion_truth,
+                                                 thresholds=(pixel_thresholds[ANOGAN], pixel_thresholds[BASELINE]),
+                                                 n_boot=n_boot_localisation)
         localisation_test = localisation_test.rename(columns={"a": ANOGAN, "b": BASELINE, "a - b": "difference"})
+    examples = None
+    if wanted:
+        examples = AnomalyExamples(indices=wanted, queries=torch.cat(kept_queries), reconstructions=torch.cat(kept_recon),
+                                   maps={m: np.concatenate(test[m].example_maps) for m in methods},
+                                   masks=torch.cat(kept_masks) if kept_masks else None)
     return AnomalyEvaluation(summary=pd.DataFrame(summary).set_index("method"), detection=detection,
-                             thresholds=thresholds, scores=scores, maps=maps, inversion=test_inv, findings=findings,
-                             localisation_test=localisation_test)
-
+                             thresholds=thresholds, scores=scores, findings=findings,
+                             localisation_test=localisation_test, latents=np.concatenate(latents),
+                             losses=np.concatenate(losses, axis=1), examples=examples)

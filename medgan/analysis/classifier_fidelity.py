@@ -9,15 +9,24 @@
    bootstrap CI, sensitivity, specificity, confusion matrix) and their AUROCs are compared
    with DeLong's test (:func:`compare_aurocs`).
 
+Generated images never pile up in memory: :func:`generate_and_pseudo_label` keeps each batch's
+latents and probabilities only, :func:`generate_batches` redraws chosen latents batch by batch
+(to score them), and :func:`write_generated` writes them to disk as an item store to train on.
+
 The thesis words the rule as "above 0.7 and below 0.3 for labeling normal and abnormal";
 with a sigmoid trained on abnormal = 1 we read it as P(abnormal) > 0.7 -> abnormal,
-< 0.3 -> normal, and in between -> discarded. Everything here is a pure function of arrays.
+< 0.3 -> normal, and in between -> discarded. The metrics here are pure functions of arrays.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -25,12 +34,17 @@ import torch
 from sklearn.metrics import roc_curve
 from tqdm.auto import tqdm
 
+from medgan import atomic
+from medgan.config import ensure_free_space
+from medgan.data.item_store import ARRAY_SUFFIX, STORE_FORMAT, ItemStore
+from medgan.data.item_store import MANIFEST as STORE_MANIFEST
 from medgan.metrics.bootstrap import bootstrap_ci
 from medgan.metrics.roc import auroc, delong_test, sensitivity_specificity
+from medgan.train.fingerprint import digest, network_identity, tensor_digest
 
 __all__ = ["UNLABELLED", "pseudo_label", "match_class_counts", "evaluate_binary", "confusion_matrix",
-           "compare_aurocs", "roc_points", "three_step_table", "generate_and_pseudo_label",
-           "ThreeStepResult", "three_step_evaluation"]
+           "compare_aurocs", "roc_points", "three_step_table", "generate_and_pseudo_label", "PseudoLabelled", "rank_labels",
+           "generate_batches", "write_generated", "ThreeStepResult", "three_step_evaluation"]
 
 UNLABELLED = -1
 
@@ -52,6 +66,23 @@ def pseudo_label(probabilities: Any, *, positive_above: float = 0.7, negative_be
     labels = np.full(p.shape, UNLABELLED, dtype=np.int64)
     labels[p > positive_above] = 1
     labels[p < negative_below] = 0
+    return labels
+
+
+def rank_labels(probabilities: Any, counts: Mapping[int, int]) -> np.ndarray:
+    """Pseudo-labels by rank, for when the thresholds leave too few of a class: the lowest P(positive)
+    become 0 and the highest 1, as many as ``counts`` ({0: n, 1: m}) asks, scaled down in ratio to
+    fit the images there are (at least one of each); the rest -1. Returns int64 (N,)."""
+    p = np.asarray(probabilities, dtype=np.float64).ravel()
+    n_neg, n_pos = int(counts.get(0, 0)), int(counts.get(1, 0))
+    scale = min(1.0, len(p) / max(1, n_neg + n_pos))
+    n_pos = max(1, int(round(n_pos * scale))) if n_pos else 0
+    n_neg = max(1, min(len(p) - n_pos, int(round(n_neg * scale)))) if n_neg else 0
+    order = np.argsort(p, kind="stable")
+    labels = np.full(p.shape, UNLABELLED, dtype=np.int64)
+    labels[order[:n_neg]] = 0
+    if n_pos:
+        labels[order[len(p) - n_pos:]] = 1
     return labels
 
 
@@ -123,29 +154,110 @@ def three_step_table(results: Mapping[str, Mapping[str, float]], *, ci_level: fl
     return pd.DataFrame(rows).set_index("evaluation")
 
 
+def generate_batches(generate: Callable[[torch.Tensor], torch.Tensor], latents: Any, *, batch_size: int = 64,
+                     device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
+    """Images ``generate(z)`` of the given latents (N, z_dim), ``batch_size`` at a time, clamped to
+    [-1, 1]; each batch is made when asked for, so at most one lives at a time."""
+    z = torch.as_tensor(np.asarray(latents), dtype=torch.float32)
+    with torch.no_grad():
+        for start in range(0, len(z), batch_size):
+            yield generate(z[start:start + batch_size].to(device)).float().clamp(-1, 1)
+
+
+@dataclass
+class PseudoLabelled:
+    """Step 2's draw: what is kept of ``n`` generated images (never the images themselves)."""
+
+    latents: np.ndarray        # (n, z_dim) float32: regenerate any image from its latent
+    probabilities: np.ndarray  # (n,) P(abnormal) by the labelling classifier
+    labels: np.ndarray         # (n,) pseudo-labels in {1, 0, -1}
+
+
 @torch.no_grad()
 def generate_and_pseudo_label(generate: Callable[[torch.Tensor], torch.Tensor], classifier: torch.nn.Module, *,
                               z_dim: int, n: int, batch_size: int = 64, seed: int = 0,
                               positive_above: float = 0.7, negative_below: float = 0.3,
-                              device: str | torch.device = "cpu", progress: bool = False
-                              ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+                              device: str | torch.device = "cpu", progress: bool = False) -> PseudoLabelled:
     """Step 2 of the scheme: draw ``n`` GAN images and pseudo-label them with classifier(real).
 
     generate: z (B, z_dim) -> images (B, C, H, W) in [-1, 1]; classifier: a one-output sigmoid
-    :class:`~medgan.models.classifiers.Classifier` (P(abnormal)).
-    Returns (images (n, C, H, W) float32 on the CPU, P(abnormal) (n,), pseudo-labels (n,) in {1, 0, -1}).
+    :class:`~medgan.models.classifiers.Classifier` (P(abnormal)). Batch by batch: each batch of
+    images is classified at once and freed, so memory holds only latents and probabilities
+    (60,000 1024-px images would be 250 GB). :func:`generate_batches` redraws any of them.
     """
     device = torch.device(device)
     classifier.eval().to(device)
     g = torch.Generator().manual_seed(seed)
-    images, probs = [], []
+    latents, probs = [], []
     for start in tqdm(range(0, n, batch_size), disable=not progress, desc="generate + pseudo-label"):
-        z = torch.randn(min(batch_size, n - start), z_dim, generator=g).to(device)
-        x = generate(z).float().clamp(-1, 1)
+        z = torch.randn(min(batch_size, n - start), z_dim, generator=g)
+        x = generate(z.to(device)).float().clamp(-1, 1)
         probs.append(classifier.predict_proba(x)[:, 0].double().cpu())
-        images.append(x.cpu())
+        latents.append(z.numpy())
+        del x
     p = torch.cat(probs).numpy()
-    return torch.cat(images), p, pseudo_label(p, positive_above=positive_above, negative_below=negative_below)
+    return PseudoLabelled(latents=np.concatenate(latents), probabilities=p,
+                          labels=pseudo_label(p, positive_above=positive_above, negative_below=negative_below))
+
+
+def generated_store_key(generate: Any, latents: Any, labels: Any) -> str:
+    """The folder key of :func:`write_generated`: the generator's weights, the latents and the labels."""
+    generator = network_identity(generate) if isinstance(generate, torch.nn.Module) else repr(generate)
+    return digest({"generator": generator, "latents": tensor_digest(np.asarray(latents, dtype=np.float32)),
+                   "labels": np.asarray(labels).astype(int).tolist()})[:20]
+
+
+def write_generated(generate: Callable[[torch.Tensor], torch.Tensor], latents: Any, labels: Any,
+                    parent: str | os.PathLike, *, batch_size: int = 64, device: str | torch.device = "cpu",
+                    progress: bool = False) -> ItemStore:
+    """The images of ``latents`` with their ``labels``, on disk as an item store (read it with
+    :class:`medgan.data.base.ItemListDataset`: image (C, H, W), label, subject ``synthetic-<i>``).
+
+    Written batch by batch under ``parent/<key>`` (:func:`generated_store_key`), into a temporary
+    folder renamed into place when complete; a finished folder is reused, not redrawn.
+    """
+    labels = np.asarray(labels).astype(int)
+    if len(labels) != len(latents):
+        raise ValueError(f"{len(latents)} latents but {len(labels)} labels")
+    folder = Path(parent) / f"generated-{generated_store_key(generate, latents, labels)}"
+    if (folder / STORE_MANIFEST).is_file():
+        return ItemStore(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    content, rows, spec = hashlib.sha256(), [], None
+    try:
+        with open(tmp / f"image{ARRAY_SUFFIX}", "wb") as out:
+            batches = generate_batches(generate, latents, batch_size=batch_size, device=device)
+            for images in tqdm(batches, total=-(-len(labels) // batch_size), disable=not progress,
+                               desc="write generated images"):
+                array = np.ascontiguousarray(images.cpu().numpy(), dtype=np.float32)
+                if spec is None:
+                    spec = array.shape[1:]
+                    ensure_free_space(tmp, array[0].nbytes * len(labels) + 65536, "the generated images")
+                for image in array:
+                    data = image.data.cast("B")
+                    content.update(data)
+                    out.write(data)
+                    row = {"label": int(labels[len(rows)]), "subject": f"synthetic-{len(rows):06d}", "meta": {}}
+                    content.update(json.dumps(row, sort_keys=True).encode())
+                    rows.append(row)
+            out.flush()
+            os.fsync(out.fileno())
+        if not rows:
+            raise ValueError("no latents to generate")
+        manifest = {"format": STORE_FORMAT, "content": content.hexdigest()[:32], "rejected": [], "rows": rows,
+                    "arrays": {"image": {"dtype": np.dtype(np.float32).str, "shape": list(spec)}}}
+        atomic.write_text(tmp / STORE_MANIFEST, json.dumps(manifest))
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process wrote the same images first
+            if not (folder / STORE_MANIFEST).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ItemStore(folder)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Mapping
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
 from matplotlib.colors import Normalize
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from sklearn.manifold import TSNE
@@ -55,13 +56,24 @@ def embed_2d(feature_sets: Mapping[str, np.ndarray], *, method: str = "tsne", se
     return pd.DataFrame({"set": sets, "index": index, "x": xy[:, 0], "y": xy[:, 1]})
 
 
+def _thumbnail(source, row: int) -> np.ndarray:
+    """Row ``row`` of an image set, (H, W) float32 (the first channel): only that row is read."""
+    item = source[row]
+    if isinstance(item, Mapping):
+        item = item["image"]
+    image = np.asarray(item.detach().cpu() if torch.is_tensor(item) else item, dtype=np.float32)
+    return image[0] if image.ndim == 3 else image
+
+
 def embedding_figure(coords: pd.DataFrame, images: Mapping[str, np.ndarray], *, thumbnails: int = 12,
                      seed: int = 0, title: str | None = None, colours: Mapping[str, str] | None = None,
                      zoom: float | None = None, ax=None):
     """Scatter of :func:`embed_2d` output with ``thumbnails`` images per set drawn on their points.
 
     ``images[set]`` is (N, C, H, W) or (N, H, W) in [-1, 1], rows matching ``coords.index`` of
-    that set (the first channel is shown). Thumbnails are framed in their set's colour.
+    that set (the first channel is shown): an array or tensor, or anything indexable by row — a
+    dataset of items with an ``image`` — of which only the thumbnails' rows are read, so the
+    embedding of a large set never gathers its images. Thumbnails are framed in their set's colour.
     """
     colours = {**SET_COLOURS, **(colours or {})}
     default_cycle = iter(["tab:green", "tab:orange", "tab:purple", "tab:brown"])
@@ -77,16 +89,12 @@ def embedding_figure(coords: pd.DataFrame, images: Mapping[str, np.ndarray], *, 
     for name, part in coords.groupby("set", sort=False):
         if name not in images or thumbnails <= 0:
             continue
-        imgs = np.asarray(images[name], dtype=np.float32)
-        if imgs.ndim == 4:
-            imgs = imgs[:, 0]
         chosen = rng.choice(len(part), size=min(thumbnails, len(part)), replace=False)
-        size = imgs.shape[-1]
-        z = zoom if zoom is not None else 28.0 / size
         for j in chosen:
             row = part.iloc[j]
-            thumb = OffsetImage(np.clip((imgs[int(row["index"])] + 1) / 2, 0, 1), cmap="gray", zoom=z,
-                                norm=Normalize(0.0, 1.0))
+            image = _thumbnail(images[name], int(row["index"]))
+            z = zoom if zoom is not None else 28.0 / image.shape[-1]
+            thumb = OffsetImage(np.clip((image + 1) / 2, 0, 1), cmap="gray", zoom=z, norm=Normalize(0.0, 1.0))
             box = AnnotationBbox(thumb, (row["x"], row["y"]), frameon=True, pad=0.1,
                                  bboxprops={"edgecolor": colours[name], "linewidth": 1.5})
             ax.add_artist(box)

@@ -10,11 +10,15 @@
    (normal) does not dominate the fit — the thesis "added weights on the class with rare
    disease patterns in a proportion of the number of images each class".
 4. Move a normal latent along an axis (:func:`walk_along_axis`) and score the images.
+
+Generation streams: :func:`sample_and_score` and :func:`walk_likelihoods` generate a batch,
+score it at once and free it, keeping latents and scores (and the walked images of a few starts
+for figures), so the thesis's 30,000 images at 1024 px never sit in memory together.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -26,7 +30,7 @@ from tqdm.auto import tqdm
 
 __all__ = ["single_finding_filter", "class_balance_weights", "fit_latent_axes", "walk_along_axis",
            "score_walk", "axis_cosines", "sample_and_score", "LatentAxes", "discover_axes", "walk_likelihoods",
-           "pick_starts", "walk_all_axes", "walk_summary"]
+           "pick_starts", "walk_all_axes", "walk_summary", "AxisWalk"]
 
 
 def single_finding_filter(probabilities: Any, *, keep_above: float = 0.9, others_below: float = 0.1
@@ -125,6 +129,7 @@ def sample_and_score(generate: Callable[[torch.Tensor], torch.Tensor], score: Ca
         images = generate(z.to(device)).float().clamp(-1, 1)
         ps.append(np.asarray(score(images), dtype=np.float64))
         zs.append(z.numpy())
+        del images  # before the next batch is made: one batch alive at a time
     return np.concatenate(zs), np.concatenate(ps)
 
 
@@ -164,16 +169,43 @@ def discover_axes(latents: Any, probabilities: Any, class_names: Sequence[str], 
                       found=dict(zip(names, found.tolist())), kept=mask)
 
 
+@dataclass
+class AxisWalk:
+    """What is kept of walking start latents along one axis (the images only for a few starts)."""
+
+    probabilities: np.ndarray                                  # (N, S, K) scorer outputs at every step
+    images: torch.Tensor                                       # (n_keep, S, C, H, W) of the first n_keep starts
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N, S, K') of each extra scorer
+
+
 @torch.no_grad()
 def walk_likelihoods(generate: Callable[[torch.Tensor], torch.Tensor], score: Callable[[torch.Tensor], Any],
-                     starts: Any, axis: Any, steps: Sequence[float], *, device: str | torch.device = "cpu"
-                     ) -> tuple[torch.Tensor, np.ndarray]:
-    """Walk every start latent (N, D) along ``axis`` (D,): images (N, S, C, H, W) and probabilities (N, S, K)."""
+                     starts: Any, axis: Any, steps: Sequence[float], *, device: str | torch.device = "cpu",
+                     batch_size: int = 64, keep_images: int | None = None,
+                     extra_scores: Mapping[str, Callable[[torch.Tensor], Any]] | None = None) -> AxisWalk:
+    """Walk every start latent (N, D) along ``axis`` (D,), generating and scoring ``batch_size``
+    latents at a time: probabilities (N, S, K), each ``extra_scores`` scorer's outputs, and the
+    images (n_keep, S, C, H, W) of the first ``keep_images`` starts (default all; the rest are
+    freed batch by batch, so memory does not grow with N)."""
     z = walk_along_axis(starts, axis, steps)  # (N, S, D)
     n, s, d = z.shape
-    images = generate(z.reshape(n * s, d).to(device)).float().clamp(-1, 1).cpu()
-    probs = np.asarray(score(images), dtype=np.float64)
-    return images.reshape(n, s, *images.shape[1:]), probs.reshape(n, s, -1)
+    keep_rows = (n if keep_images is None else min(int(keep_images), n)) * s
+    flat = z.reshape(n * s, d)
+    probs, kept = [], []
+    extra: dict[str, list[np.ndarray]] = {name: [] for name in (extra_scores or {})}
+    for start in range(0, n * s, batch_size):
+        images = generate(flat[start:start + batch_size].to(device)).float().clamp(-1, 1).cpu()
+        probs.append(np.asarray(score(images), dtype=np.float64))
+        for name, fn in (extra_scores or {}).items():
+            extra[name].append(np.asarray(fn(images), dtype=np.float64))
+        if start < keep_rows:
+            kept.append(images[: keep_rows - start].clone())  # a copy: a view would keep the whole batch alive
+        del images
+    images = torch.cat(kept) if kept else torch.zeros(0)
+    shape = images.shape[1:] if kept else ()
+    return AxisWalk(probabilities=np.concatenate(probs).reshape(n, s, -1),
+                    images=images.reshape(keep_rows // s, s, *shape) if kept else images,
+                    extra={k: np.concatenate(v).reshape(n, s, -1) for k, v in extra.items()})
 
 
 def pick_starts(latents: Any, probabilities: Any, *, column: int = 0, above: float = 0.9, n: int = 8) -> np.ndarray:
@@ -187,20 +219,20 @@ def pick_starts(latents: Any, probabilities: Any, *, column: int = 0, above: flo
 
 def walk_all_axes(generate: Callable[[torch.Tensor], torch.Tensor], score: Callable[[torch.Tensor], Any],
                   starts: Any, axes: LatentAxes, steps: Sequence[float], *, skip: Sequence[str] = (),
-                  device: str | torch.device = "cpu") -> dict[str, tuple[torch.Tensor, np.ndarray]]:
-    """Walk the start latents along every fitted axis (except ``skip``, e.g. "Normal").
-
-    Returns finding -> (images (N, S, C, H, W), probabilities (N, S, K)).
-    """
+                  device: str | torch.device = "cpu", batch_size: int = 64, keep_images: int | None = None,
+                  extra_scores: Mapping[str, Callable[[torch.Tensor], Any]] | None = None) -> dict[str, AxisWalk]:
+    """Walk the start latents along every fitted axis (except ``skip``, e.g. "Normal"), streamed
+    as in :func:`walk_likelihoods`. Returns finding -> :class:`AxisWalk`."""
     out = {}
     for k, name in enumerate(axes.class_names):
         if name in skip or not axes.found[name]:
             continue
-        out[name] = walk_likelihoods(generate, score, starts, axes.axes[k], steps, device=device)
+        out[name] = walk_likelihoods(generate, score, starts, axes.axes[k], steps, device=device,
+                                     batch_size=batch_size, keep_images=keep_images, extra_scores=extra_scores)
     return out
 
 
-def walk_summary(walks: Mapping[str, tuple[torch.Tensor, np.ndarray]], class_names: Sequence[str],
+def walk_summary(walks: Mapping[str, AxisWalk], class_names: Sequence[str],
                  steps: Sequence[float], *, severity: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
     """Per finding: its likelihood at the start and end of the walk (mean over starts), the
     Spearman correlation of step with likelihood and, when ``severity`` (finding -> (N, S)) is
@@ -208,8 +240,8 @@ def walk_summary(walks: Mapping[str, tuple[torch.Tensor, np.ndarray]], class_nam
     names = list(class_names)
     s = np.asarray(steps, dtype=np.float64)
     rows = {}
-    for name, (_, probs) in walks.items():
-        p = probs[:, :, names.index(name)]  # (N, S)
+    for name, walk in walks.items():
+        p = walk.probabilities[:, :, names.index(name)]  # (N, S)
         steps_all = np.broadcast_to(s, p.shape).ravel()
         row = {"likelihood at start": float(p[:, 0].mean()), "likelihood at end": float(p[:, -1].mean()),
                "Spearman(step, likelihood)": float(spearmanr(steps_all, p.ravel())[0])}

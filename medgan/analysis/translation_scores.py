@@ -15,6 +15,10 @@ slice or per subject and bootstrapped over subjects (slices of one subject are n
   bootstrap CI (resampling subjects of both sets independently).
 - :func:`rank_methods` / :func:`rankings_agree` — does FID order the methods as the truth does?
 - :func:`worst_cases` — the images with the largest error against the truth.
+- :class:`TranslationScorer` — all of the above fed batch by batch: each batch of translations is
+  reduced at once to per-image scores and features (plus the few worst images a figure shows), so
+  scoring a test set of any size keeps only numbers in memory. :func:`evaluate_translations` is its
+  form for image sets already in memory.
 
 Identity baseline: score the *source* image as the prediction (``method="identity"``); a
 translation that does not beat it has not learned the mapping.
@@ -22,8 +26,9 @@ translation that does not beat it has not learned the mapping.
 
 from __future__ import annotations
 
+import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -32,12 +37,13 @@ import pandas as pd
 import torch
 
 from medgan import metrics
+from medgan.data.base import iter_batches
 from medgan.metrics import features as feats
 from medgan.metrics.bootstrap import BootstrapCI
 
-__all__ = ["HIGHER_IS_BETTER", "TranslationEvaluation", "choose_extractor", "evaluate_translations", "fid_with_subject_ci",
-           "paired_differences", "image_scores", "paired_difference", "rank_methods",
-           "rankings_agree", "summarize", "worst_cases"]
+__all__ = ["HIGHER_IS_BETTER", "TranslationEvaluation", "TranslationScorer", "WorstImages", "choose_extractor",
+           "dataset_features", "evaluate_translations", "uses_inception", "fid_with_subject_ci", "paired_differences", "image_scores", "paired_difference",
+           "rank_methods", "rankings_agree", "summarize", "worst_cases"]
 
 # direction of each score: True if larger is better
 HIGHER_IS_BETTER = {"psnr_db": True, "ssim": True, "mae": False, "fid": False}
@@ -159,6 +165,14 @@ def paired_differences(per_image: pd.DataFrame, *, pairs: Sequence[tuple[str, st
     return pd.DataFrame(rows)
 
 
+def uses_inception(prefer: str = "auto") -> bool:
+    """Whether :func:`choose_extractor` picks InceptionV3 for ``prefer`` (then no training images are needed)."""
+    if prefer not in ("auto", "inception_v3", "domain_cnn"):
+        raise ValueError(f"prefer must be 'auto', 'inception_v3' or 'domain_cnn', not {prefer!r}")
+    weights = os.environ.get(feats.INCEPTION_ENV)
+    return prefer == "inception_v3" or bool(prefer == "auto" and weights and os.path.isfile(weights))
+
+
 def choose_extractor(*, train_images: Any, train_labels: Any, channels: int, domain_cnn: Mapping[str, Any],
                      prefer: str = "auto", device: str | None = None,
                      run_dir: str | os.PathLike | None = None) -> torch.nn.Module:
@@ -166,7 +180,8 @@ def choose_extractor(*, train_images: Any, train_labels: Any, channels: int, dom
 
     Args:
         train_images, train_labels: (N, C, H, W) in [-1, 1] and (N,) int labels to train the
-            in-domain ``domain_cnn`` on (e.g. modality); unused when Inception is chosen.
+            in-domain ``domain_cnn`` on (e.g. modality); unused (may be None) when Inception is
+            chosen (:func:`uses_inception`).
         channels: image channels. domain_cnn: keyword options of ``train_domain_cnn``.
         prefer: "auto" (Inception if ``$MEDGAN_INCEPTION_WEIGHTS`` points at a file), "inception_v3"
             (required: raises ``WeightsNotFoundError`` without weights) or "domain_cnn".
@@ -175,10 +190,7 @@ def choose_extractor(*, train_images: Any, train_labels: Any, channels: int, dom
 
     Returns a module with ``.name`` (put it beside every number).
     """
-    if prefer not in ("auto", "inception_v3", "domain_cnn"):
-        raise ValueError(f"prefer must be 'auto', 'inception_v3' or 'domain_cnn', not {prefer!r}")
-    weights = os.environ.get(feats.INCEPTION_ENV)
-    if prefer == "inception_v3" or (prefer == "auto" and weights and os.path.isfile(weights)):
+    if uses_inception(prefer):
         return feats.get_extractor("inception_v3")
     return feats.train_domain_cnn(train_images, train_labels, channels=channels, device=device, run_dir=run_dir,
                                   **dict(domain_cnn))
@@ -250,18 +262,34 @@ def worst_cases(per_image: pd.DataFrame, *, k: int = 8, metric: str = "ssim", me
 
 
 @dataclass
+class WorstImages:
+    """The images of one method and direction with the worst score against the truth, worst first.
+
+    ``rows``: their :func:`image_scores` rows (index = position in the source order, subject, scores);
+    ``source``, ``prediction``, ``truth``: (k, C, H, W) images (``source`` None when not given).
+    """
+
+    rows: pd.DataFrame
+    source: torch.Tensor | None
+    prediction: torch.Tensor
+    truth: torch.Tensor
+
+
+@dataclass
 class TranslationEvaluation:
-    """Everything :func:`evaluate_translations` scored.
+    """Everything :func:`evaluate_translations` / :meth:`TranslationScorer.evaluate` scored.
 
     per_image: one row per (method, direction, test image) with psnr_db/ssim/mae against the
         truth (empty when no direction has truth). summary: :func:`summarize` rows plus one
         ``metric == "fid"`` row per (method, direction), all with estimate/low/high.
     extractor: name of the feature network every FID was computed in.
+    worst: (method, direction) -> :class:`WorstImages` (only from a scorer with ``keep_worst``).
     """
 
     per_image: pd.DataFrame
     summary: pd.DataFrame
     extractor: str
+    worst: dict[tuple[str, str], WorstImages] = field(default_factory=dict)
 
     def table(self, metric: str) -> pd.DataFrame:
         """Estimates of ``metric`` as a method x direction table, formatted "est [low, high]"."""
@@ -270,6 +298,153 @@ class TranslationEvaluation:
                                    zip(rows["estimate"], rows["low"], rows["high"])])
         return cells.pivot(index="method", columns="direction", values="value").reindex(
             list(dict.fromkeys(rows["method"])))
+
+
+def module_features(module: torch.nn.Module, images: Any) -> np.ndarray:
+    """Features (N, D) float32 of one batch of images through a feature network (eval mode, no gradients)."""
+    device = next(module.parameters()).device
+    module.eval()
+    with torch.no_grad():
+        out = module(torch.as_tensor(images).to(device=device, dtype=torch.float32))
+    features = out[0] if isinstance(out, (tuple, list)) else out
+    return features.float().cpu().numpy()
+
+
+class TranslationScorer:
+    """Scores translations batch by batch, keeping per-image scores and features, never the images.
+
+    Feed it with :meth:`add` (a batch of one method's translations in one direction, with the
+    truth where it exists), :meth:`add_features` (features of an FID-only set, e.g. real train
+    images) and :meth:`set_reference` (features of the real target images each FID compares with);
+    then :meth:`evaluate`. Each batch is reduced when it arrives: PSNR/SSIM/MAE per image against
+    the truth, and its features; only the ``keep_worst`` worst images of each method and direction
+    (by ``worst_metric``) are kept, copied out of their batch.
+
+    Args:
+        features: a feature network (``medgan.metrics.features``: forward returns (features,
+            logits)) or any callable images -> (n, D) features.
+        data_range, ssim_win_size: see :func:`image_scores`.
+        extractor_name: shown beside every FID (default: the network's ``.name``).
+        keep_worst, worst_metric: how many worst images per method and direction to keep, by which score.
+    """
+
+    def __init__(self, features: Callable[[Any], np.ndarray] | torch.nn.Module, *, data_range: float,
+                 ssim_win_size: int = 11, extractor_name: str | None = None, keep_worst: int = 0,
+                 worst_metric: str = "ssim"):
+        if isinstance(features, torch.nn.Module):
+            extractor_name = extractor_name or getattr(features, "name", type(features).__name__)
+            features = functools.partial(module_features, features)
+        self.extractor = extractor_name or getattr(features, "name", "features")
+        self._features = features
+        self.data_range, self.ssim_win_size = float(data_range), int(ssim_win_size)
+        if worst_metric not in HIGHER_IS_BETTER or worst_metric == "fid":
+            raise ValueError(f"worst_metric must be one of {list(IMAGE_METRICS)}, not {worst_metric!r}")
+        self.keep_worst, self.worst_metric = int(keep_worst), worst_metric
+        self._methods: dict[str, None] = {}     # first-seen order of methods and directions (the tables')
+        self._directions: dict[str, None] = {}
+        self._scores: dict[tuple[str, str], list[pd.DataFrame]] = {}
+        self._feats: dict[tuple[str, str], list[np.ndarray]] = {}
+        self._subjects: dict[tuple[str, str], list[str]] = {}
+        self._count: dict[tuple[str, str], int] = {}
+        self._worst: dict[tuple[str, str], list[tuple[float, int, Any, torch.Tensor, torch.Tensor]]] = {}
+        self._references: dict[str, tuple[np.ndarray, list[str]]] = {}
+
+    def features_of(self, images: Any) -> np.ndarray:
+        """The scorer's features of one batch of images."""
+        return np.asarray(self._features(images), dtype=np.float32)
+
+    def _key(self, method: str, direction: str) -> tuple[str, str]:
+        self._methods.setdefault(method)
+        self._directions.setdefault(direction)
+        return method, direction
+
+    def add(self, method: str, direction: str, prediction: Any, *, subjects: Sequence[str], truth: Any = None,
+            source: Any = None) -> None:
+        """One batch: ``method``'s translations (n, C, H, W) in ``direction``, their ``subjects``, and (where
+        it exists) the ``truth``; ``source`` only for the worst-image figures. Batches of a (method,
+        direction) arrive in the source order (``index`` counts on across them)."""
+        key = self._key(method, direction)
+        subjects = list(subjects)
+        start = self._count.get(key, 0)
+        if truth is not None:
+            rows = image_scores(prediction, truth, subjects=subjects, data_range=self.data_range, method=method,
+                                direction=direction, ssim_win_size=self.ssim_win_size)
+            rows["index"] += start
+            self._scores.setdefault(key, []).append(rows)
+            if self.keep_worst > 0:
+                self._keep_worst(key, rows, prediction, truth, source)
+        self._feats.setdefault(key, []).append(self.features_of(prediction))
+        self._subjects.setdefault(key, []).extend(subjects)
+        self._count[key] = start + len(subjects)
+
+    def _keep_worst(self, key, rows: pd.DataFrame, prediction, truth, source) -> None:
+        values = rows[self.worst_metric].to_numpy(dtype=float)
+        # badness: larger is worse; a NaN score is never among the worst shown
+        badness = np.nan_to_num(-values if HIGHER_IS_BETTER[self.worst_metric] else values, nan=-np.inf)
+        kept = self._worst.setdefault(key, [])
+        for i in np.argsort(-badness, kind="stable")[: self.keep_worst]:
+            kept.append((float(badness[i]), int(rows["index"].iloc[i]),
+                         None if source is None else torch.as_tensor(source[i]).detach().cpu().clone(),
+                         torch.as_tensor(prediction[i]).detach().cpu().clone(),
+                         torch.as_tensor(truth[i]).detach().cpu().clone()))
+        kept.sort(key=lambda item: (-item[0], item[1]))
+        del kept[self.keep_worst:]
+
+    def add_features(self, method: str, direction: str, features: Any, subjects: Sequence[str]) -> None:
+        """Features of an image set that is scored by FID only (no truth), e.g. real train images."""
+        key = self._key(method, direction)
+        self._feats.setdefault(key, []).append(np.asarray(features, dtype=np.float32))
+        self._subjects.setdefault(key, []).extend(subjects)
+        self._count[key] = self._count.get(key, 0) + len(features)
+
+    def set_reference(self, direction: str, features: Any, subjects: Sequence[str]) -> None:
+        """Features of the real target-domain images FID compares ``direction``'s translations with."""
+        self._references[direction] = (np.asarray(features, dtype=np.float64), list(subjects))
+
+    def evaluate(self, *, n_boot: int = 1000, fid_n_boot: int = 200, alpha: float = 0.05, seed: int = 0,
+                 level: str = "subject") -> TranslationEvaluation:
+        """Summaries with subject-bootstrap CIs (see :func:`summarize`, :func:`fid_with_subject_ci`)."""
+        order = [(m, d) for m in self._methods for d in self._directions]
+        per_image = [pd.concat(self._scores[k], ignore_index=True) for k in order if k in self._scores]
+        per_image_df = pd.concat(per_image, ignore_index=True) if per_image else pd.DataFrame(
+            columns=["method", "direction", "index", "subject", *IMAGE_METRICS])
+        summary = summarize(per_image_df, n_boot=n_boot, alpha=alpha, seed=seed, level=level) \
+            if per_image else pd.DataFrame()
+        fid_rows = []
+        for key in order:
+            method, direction = key
+            if key not in self._feats or direction not in self._references:
+                continue
+            ref, ref_subjects = self._references[direction]
+            subs = self._subjects[key]
+            ci = fid_with_subject_ci(np.concatenate(self._feats[key]), subs, ref, ref_subjects, n_boot=fid_n_boot,
+                                     alpha=alpha, seed=seed)
+            fid_rows.append({"method": method, "direction": direction, "metric": "fid", "level": "distribution",
+                             "estimate": ci.estimate, "low": ci.low, "high": ci.high,
+                             "n_subjects": len(set(subs)), "n_images": len(subs)})
+        summary = pd.concat([summary, pd.DataFrame(fid_rows)], ignore_index=True)
+        summary["extractor"] = np.where(summary["metric"] == "fid", self.extractor, "")
+        worst = {}
+        for key, kept in self._worst.items():
+            rows = per_image_df[(per_image_df["method"] == key[0]) & (per_image_df["direction"] == key[1])]
+            rows = rows.set_index("index", drop=False).loc[[index for _, index, *_ in kept]].reset_index(drop=True)
+            sources = [item[2] for item in kept]
+            worst[key] = WorstImages(rows=rows, source=None if any(s is None for s in sources) else torch.stack(sources),
+                                     prediction=torch.stack([item[3] for item in kept]),
+                                     truth=torch.stack([item[4] for item in kept]))
+        return TranslationEvaluation(per_image=per_image_df, summary=summary, extractor=self.extractor, worst=worst)
+
+
+def dataset_features(extractor: torch.nn.Module, dataset: Any, *, key: str = "image", batch_size: int = 64,
+                     cache_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """Features (N, D) of the ``key`` images of a medgan dataset, read batch by batch.
+
+    With ``cache_dir`` they are cached under the dataset's content identity (``fingerprint()``) and
+    ``key``, so a second run reads no image at all.
+    """
+    identity = (f"{dataset.fingerprint()}:{key}", len(dataset)) if hasattr(dataset, "fingerprint") else None
+    return feats.extract_features(extractor, iter_batches(dataset, key, batch_size=batch_size), batch_size=batch_size,
+                                  cache_dir=None if identity is None else cache_dir, stream_identity=identity)[0]
 
 
 def evaluate_translations(predictions: Mapping[str, Mapping[str, Any]], *, sources: Mapping[str, Any],
@@ -281,7 +456,8 @@ def evaluate_translations(predictions: Mapping[str, Mapping[str, Any]], *, sourc
                           ssim_win_size: int = 11, n_boot: int = 1000, fid_n_boot: int = 200, alpha: float = 0.05,
                           seed: int = 0, level: str = "subject",
                           cache_dir: str | os.PathLike | None = None) -> TranslationEvaluation:
-    """Score every method's translations against the truth and against the target distribution.
+    """Score every method's translations against the truth and against the target distribution,
+    for image sets already in memory (:class:`TranslationScorer` takes them batch by batch).
 
     Args:
         predictions: method -> direction -> translated images (N, C, H, W), in the order of
@@ -311,31 +487,14 @@ def evaluate_translations(predictions: Mapping[str, Mapping[str, Any]], *, sourc
 
         def features(images):  # noqa: F811 - the module, run in batches
             return feats.extract_features(module, images, batch_size=feature_batch_size, cache_dir=cache)[0]
-    extractor_name = extractor_name or getattr(features, "name", "features")
-    methods = {**predictions, "identity": dict(sources)}
-    per_image = []
-    for method, by_direction in methods.items():
+    scorer = TranslationScorer(features, data_range=data_range, ssim_win_size=ssim_win_size,
+                               extractor_name=extractor_name)
+    for direction, (images, subs) in real_targets.items():
+        scorer.set_reference(direction, scorer.features_of(images), subs)
+    for method, by_direction in {**predictions, "identity": dict(sources)}.items():
         for direction, pred in by_direction.items():
-            if truths.get(direction) is not None:
-                per_image.append(image_scores(pred, truths[direction], subjects=subjects[direction],
-                                              data_range=data_range, method=method, direction=direction,
-                                              ssim_win_size=ssim_win_size))
-    per_image_df = pd.concat(per_image, ignore_index=True) if per_image else pd.DataFrame(
-        columns=["method", "direction", "index", "subject", *IMAGE_METRICS])
-    summary = summarize(per_image_df, n_boot=n_boot, alpha=alpha, seed=seed, level=level) if per_image else pd.DataFrame()
-    real_features = {d: (features(images), list(subs)) for d, (images, subs) in real_targets.items()}
-    fid_rows = []
-    candidates = [(m, d, images, subjects[d]) for m, by_d in methods.items() for d, images in by_d.items()]
+            scorer.add(method, direction, pred, subjects=subjects[direction], truth=truths.get(direction))
     for name, by_d in (fid_references or {}).items():
-        candidates += [(name, d, images, subs) for d, (images, subs) in by_d.items()]
-    for method, direction, images, subs in candidates:
-        if direction not in real_features:
-            continue
-        ref, ref_subjects = real_features[direction]
-        ci = fid_with_subject_ci(features(images), subs, ref, ref_subjects, n_boot=fid_n_boot, alpha=alpha, seed=seed)
-        fid_rows.append({"method": method, "direction": direction, "metric": "fid", "level": "distribution",
-                         "estimate": ci.estimate, "low": ci.low, "high": ci.high,
-                         "n_subjects": len(set(subs)), "n_images": len(images)})
-    summary = pd.concat([summary, pd.DataFrame(fid_rows)], ignore_index=True)
-    summary["extractor"] = np.where(summary["metric"] == "fid", extractor_name, "")
-    return TranslationEvaluation(per_image=per_image_df, summary=summary, extractor=extractor_name)
+        for direction, (images, subs) in by_d.items():
+            scorer.add_features(name, direction, scorer.features_of(images), list(subs))
+    return scorer.evaluate(n_boot=n_boot, fid_n_boot=fid_n_boot, alpha=alpha, seed=seed, level=level)

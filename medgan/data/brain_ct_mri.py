@@ -6,18 +6,24 @@ transparent or 16-bit ones refused, see :func:`medgan.data.png_folders.read_png`
 (``crop_pad_size`` px, default the larger side) -> resize to ``image_size`` -> /255 to [-1, 1].
 Phantom data also has ``truth/testA_in_B`` and ``truth/testB_in_A`` (the true counterpart of
 each test image); ``with_truth=True`` returns it as ``target``.
+
+Building a dataset lists the folder (file names give the subjects); the pixels are decoded once per
+PNG into the dataset's item store (:mod:`medgan.data.item_store`, in the work directory) and read
+from there per item, so memory does not grow with the number of images.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from medgan.data.base import BadInputLog, DataError, ItemListDataset, subject_key
-from medgan.data.base import reads_data_root
+from medgan.data.base import BadInputLog, DataError, ItemListDataset, reads_data_root, subject_key
+from medgan.data.item_store import build_store
 from medgan.data.png_folders import list_images, read_png
 from medgan.data.transforms import center_crop_or_pad, resize
 
@@ -32,6 +38,54 @@ def _find_dataset_dir(root: Path) -> Path:
     raise DataError(f"{root}: no Dataset/images/{{trainA,trainB,testA,testB}} folders found")
 
 
+@dataclass(frozen=True)
+class PNGEntry:
+    """One PNG to decode (picklable, for the store's worker processes), with its finished row fields."""
+
+    path: str
+    truth: str | None          # the true counterpart's PNG (phantom test images), or None
+    image_size: int
+    crop_pad_size: int | None
+    subject: str               # pseudonymous key, made while indexing (the salt stays in this process)
+    label: int                 # 0 = CT, 1 = MRI
+    modality: str
+    domain: str
+    part: str
+    file_index: int
+
+
+def _read_8bit(path: Path) -> np.ndarray:
+    pixels = read_png(path)
+    if pixels.dtype != np.uint8:
+        raise DataError(f"{path}: expected 8-bit grayscale, got {pixels.dtype}")
+    return pixels
+
+
+def prepare(pixels: np.ndarray, image_size: int, crop_pad_size: int | None) -> np.ndarray:
+    """uint8 (H, W) -> float32 (image_size, image_size) in [-1, 1]: square crop/pad, resize, /127.5 - 1."""
+    square = crop_pad_size or max(pixels.shape)
+    image = center_crop_or_pad(pixels.astype(np.float32), square, fill=0.0)
+    image = resize(image, image_size)
+    return image / 127.5 - 1.0
+
+
+def decode_png(entry: PNGEntry) -> list[dict]:
+    """One PNG (and its truth) as a finished item; a bad file raises DataError naming it."""
+    image = prepare(_read_8bit(Path(entry.path)), entry.image_size, entry.crop_pad_size)
+    record = {"image": image[None].astype(np.float32), "label": entry.label, "subject": entry.subject,
+              "meta": {"modality": entry.modality, "domain": entry.domain, "part": entry.part,
+                       "file_index": entry.file_index}}
+    if entry.truth is not None:
+        truth = Path(entry.truth)
+        if not truth.is_file():
+            raise DataError(f"{truth}: truth image for {Path(entry.path).name} missing")
+        record["target"] = prepare(_read_8bit(truth), entry.image_size, entry.crop_pad_size)[None].astype(np.float32)
+    return [record]
+
+
+decode_png.version = 1  # bump when the decoded items change
+
+
 class BrainCTMRI(ItemListDataset):
     """One domain of the unpaired brain CT/MRI set.
 
@@ -44,6 +98,8 @@ class BrainCTMRI(ItemListDataset):
         with_truth: add ``target`` = the true counterpart (phantoms: ``truth/test{A}_in_{B}``).
         subject_pattern: regex with a ``subject`` group applied to the file stem.
         skip_bad: skip (log, count in ``.bad_input``) unreadable images instead of raising.
+        num_workers: processes decoding the PNGs when the item store is built (0: this process).
+        progress: progress bars while indexing and decoding.
 
     Items: image (1, S, S) in [-1, 1] (8-bit /255 scaled); label 0 = CT, 1 = MRI; subject key;
     meta {modality, domain, part, file_index}.
@@ -53,7 +109,7 @@ class BrainCTMRI(ItemListDataset):
     def __init__(self, root: str | os.PathLike, *, domain: str = "A", part: str = "train",
                  image_size: int = 64, crop_pad_size: int | None = None, a_modality: str = "ct",
                  with_truth: bool = False, subject_pattern: str = DEFAULT_SUBJECT_PATTERN,
-                 skip_bad: bool = False, salt: str | None = None):
+                 skip_bad: bool = False, salt: str | None = None, num_workers: int = 0, progress: bool = True):
         if domain not in ("A", "B") or part not in ("train", "test"):
             raise ValueError(f"domain must be 'A'/'B' and part 'train'/'test', got {domain!r}, {part!r}")
         if a_modality not in ("ct", "mri"):
@@ -67,40 +123,23 @@ class BrainCTMRI(ItemListDataset):
         if with_truth and not truth_dir.is_dir():
             raise DataError(f"{truth_dir}: with_truth=True but no truth folder (only phantoms have one)")
         pattern = re.compile(subject_pattern)
-        records = []
-        for index, path in enumerate(list_images(folder)):
-            try:
-                pixels = read_png(path)
-                if pixels.dtype != np.uint8:
-                    raise DataError(f"{path}: expected 8-bit grayscale, got {pixels.dtype}")
-                image = self._prepare(pixels, image_size, crop_pad_size)
-                target = None
-                if with_truth:
-                    truth_path = truth_dir / path.name
-                    if not truth_path.is_file():
-                        raise DataError(f"{truth_path}: truth image for {path.name} missing")
-                    truth_pixels = read_png(truth_path)
-                    if truth_pixels.dtype != np.uint8:
-                        raise DataError(f"{truth_path}: expected 8-bit grayscale, got {truth_pixels.dtype}")
-                    target = self._prepare(truth_pixels, image_size, crop_pad_size)
-            except DataError as exc:
-                self.bad_input.reject(exc, path)
-                continue
+        entries, files = [], []
+        for index, path in enumerate(tqdm(list_images(folder), desc=f"BrainCTMRI {part}{domain}: indexing",
+                                          unit="file", disable=not progress)):
             match = pattern.match(path.stem)
             raw = match.group("subject") if match else path.stem
-            record = {"image": image[None], "label": 0 if modality == "ct" else 1,
-                      "subject": subject_key(f"brain:{part}:{raw}", salt=salt),
-                      "meta": {"modality": modality, "domain": domain, "part": part, "file_index": index}}
-            if target is not None:
-                record["target"] = target[None]
-            records.append(record)
-        if not records:
-            raise DataError(f"{folder}: no usable images ({self.bad_input.count} skipped)")
-        super().__init__(records)
-
-    @staticmethod
-    def _prepare(pixels: np.ndarray, image_size: int, crop_pad_size: int | None) -> np.ndarray:
-        square = crop_pad_size or max(pixels.shape)
-        image = center_crop_or_pad(pixels.astype(np.float32), square, fill=0.0)
-        image = resize(image, image_size)
-        return image / 127.5 - 1.0
+            truth = truth_dir / path.name if with_truth else None
+            entries.append(PNGEntry(path=str(path), truth=None if truth is None else str(truth),
+                                    image_size=int(image_size), crop_pad_size=crop_pad_size,
+                                    subject=subject_key(f"brain:{part}:{raw}", salt=salt),
+                                    label=0 if modality == "ct" else 1, modality=modality, domain=domain, part=part,
+                                    file_index=index))
+            files.append(path)
+            if truth is not None and truth.is_file():  # a missing truth is the decoder's error to report
+                files.append(truth)
+        store = build_store(entries, decode_png, name=f"brain-{part}{domain}", root=root, files=files,
+                            settings={"image_size": int(image_size), "crop_pad_size": crop_pad_size,
+                                      "with_truth": with_truth},
+                            bad_input=self.bad_input, where=lambda entry: entry.path, num_workers=num_workers,
+                            progress=progress)
+        super().__init__(store)

@@ -8,23 +8,30 @@ resize to ``image_size`` -> /127.5 - 1. 8-bit PNGs are used as stored unless
 ``normalise_png=True``; 16-bit PNGs are always percentile-normalised.
 Labels: float32 multi-label over ``findings`` (default the thesis's 5), or with
 ``label_mode="abnormal"`` an int (0 "No Finding", 1 otherwise); ``meta["abnormal"]`` always.
+
+Building a dataset indexes the CSV and the files only; the pixels (and phantom masks) are
+decoded once into an item store in the work directory (:mod:`medgan.data.item_store`) and read
+back per item, so memory does not grow with the number of radiographs.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from medgan.data.base import BadInputLog, DataError, ItemListDataset, filter_by_split, logger, read_csv_text, subject_key
-from medgan.data.base import reads_data_root
+from medgan.data.base import (BadInputLog, DataError, ItemListDataset, filter_by_split, logger, read_csv_text,
+                              reads_data_root, record_to_item, subject_key)
 from medgan.data.dicom import pixel_values, read_dicom
+from medgan.data.item_store import build_store
 from medgan.data.phantoms.cxr import ALL_FINDINGS, slug
 from medgan.data.png_folders import read_png
 from medgan.data.splits import split_path, subject_split
@@ -200,12 +207,72 @@ def read_radiograph(path: Path, *, low_percentile: float, high_percentile: float
     return percentile_to_8bit(values, low_percentile=low_percentile, high_percentile=high_percentile)
 
 
+@dataclass(frozen=True)
+class RadiographEntry:
+    """One radiograph to decode (picklable, for the item store's workers): its file, the masks the
+    phantom wrote for it (``None`` per finding without one), and its finished row fields."""
+
+    path: str
+    masks: tuple[str | None, ...] | None
+    label: Any
+    subject: str
+    meta: tuple[tuple[str, Any], ...]
+
+
+def decode_radiograph(entry: RadiographEntry, *, image_size: int, low_percentile: float, high_percentile: float,
+                      normalise_png: bool) -> list[dict[str, Any]]:
+    """entry -> [item]: the intensity chain of the module docstring, resized to ``image_size``; the
+    item store's decode function (module level, so its workers import it; settings by
+    ``functools.partial``)."""
+    levels = read_radiograph(Path(entry.path), low_percentile=low_percentile, high_percentile=high_percentile,
+                             normalise_png=normalise_png)
+    item = {"image": resize(levels, image_size)[None] / 127.5 - 1.0, "label": entry.label,
+            "subject": entry.subject, "meta": dict(entry.meta)}
+    if entry.masks is not None:
+        item["mask"] = _masks(entry.masks, image_size)
+    return [item]
+
+
+decode_radiograph.version = 1  # bump when the decoded items change: old stores are rebuilt
+
+
+def _masks(files: Sequence[str | None], size: int) -> np.ndarray:
+    """(K, S, S) uint8 0/1 (binary: a quarter of float32's bytes on disk; items give float32)."""
+    masks = np.zeros((len(files), size, size), np.uint8)
+    for k, file in enumerate(files):
+        if file is not None:
+            m = (read_png(Path(file)) > 127).astype(np.float32)
+            # any coverage counts, so lesions smaller than an output pixel keep a mask pixel
+            masks[k] = resize(m, size) > 0.05
+    return masks
+
+
+# the labels file as the ChestX-ray14 releases name it, newest first
+CHESTXRAY14_LABELS = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv", "Data_Entry.csv")
+
+
+def find_labels_csv(root: Path, name: str) -> Path:
+    """``root / name`` when it exists; else the one ChestX-ray14 labels file present
+    (``Data_Entry_2017_v2020.csv`` in the current release, ``Data_Entry_2017.csv`` before)."""
+    if (root / name).is_file():
+        return root / name
+    found = [root / n for n in CHESTXRAY14_LABELS if (root / n).is_file()]
+    if len(found) > 1:
+        raise DataError(f"{root / name}: not found, and {', '.join(p.name for p in found)} are all present; set "
+                        f"data.labels_csv to the one to use")
+    if found:
+        logger.info("%s: not found; reading %s, the ChestX-ray14 labels file", root / name, found[0].name)
+        return found[0]
+    return root / name  # read_csv_text names the missing file
+
+
 class ChestXray(ItemListDataset):
     """Chest radiographs with multi-label findings.
 
     Args:
         root: folder with the labels CSV and ``image_dir``.
-        labels_csv: file name in ``root`` (ChestX-ray14: ``Data_Entry_2017.csv``).
+        labels_csv: file name in ``root``; when it is missing, the ChestX-ray14 release's own name
+            (``Data_Entry_2017_v2020.csv`` or ``Data_Entry_2017.csv``) is found (:func:`find_labels_csv`).
         image_dir: folder of images named by ``Image Index`` (DICOM or PNG).
         image_size: output side in px. findings: label order for the multi-label target.
         finding_aliases: lower-case spelling -> finding name, added to :data:`FINDING_SPELLINGS`.
@@ -216,11 +283,18 @@ class ChestXray(ItemListDataset):
         normal_only / abnormal_only: keep only "No Finding" / only abnormal images.
         view_positions: keep these View Position values (None keeps all).
         with_masks: add ``mask`` (K, S, S) over ``mask_findings`` from ``truth/masks`` (phantoms).
-        split, split_fractions, split_seed: split by Patient ID (``root/splits_*.json``).
+        split, split_fractions, split_seed: split by Patient ID (the split file is in the work dir).
         skip_bad: skip (log, count in ``.bad_input``) missing/unreadable images, rows with a blank
             Image Index or Patient ID and Image Index rows with contradictory values, instead of
             raising. Identical repeated rows are collapsed (``.duplicates_collapsed``).
         low_percentile, high_percentile: the 8-bit normalisation window (thesis: 99th).
+        num_workers: processes decoding the images when the item store is first built.
+        progress: progress bars while indexing and decoding.
+
+    Construction indexes the CSV and the files (cheap); the pixels are decoded once into an item
+    store in the work directory (:mod:`medgan.data.item_store`) and read from disk per item, so
+    memory does not grow with the dataset. Loops over labels and metadata use :attr:`rows` (or
+    :attr:`labels`), which read no pixels.
 
     Items: image (1, S, S) in [-1, 1]; label (see label_mode); subject key; meta
     {abnormal, n_findings, finding_labels, view_position, other_findings}. ``.label_report`` holds
@@ -235,12 +309,14 @@ class ChestXray(ItemListDataset):
                  mask_findings: Sequence[str] | None = None, split: str | None = None,
                  split_fractions=(0.7, 0.1, 0.2), split_seed: int = 0, skip_bad: bool = False,
                  low_percentile: float = 0.0, high_percentile: float = 99.0, normalise_png: bool = False,
-                 max_images: int | None = None, progress: bool = False):
+                 max_images: int | None = None, num_workers: int = 0, progress: bool = True):
         root = Path(root)
         if label_mode not in ("findings", "abnormal"):
             raise ValueError(f"label_mode must be 'findings' or 'abnormal', got {label_mode!r}")
+        self.label_mode = label_mode
         self.bad_input = BadInputLog(skip_bad=skip_bad, name="ChestXray")
-        csv_path = root / labels_csv
+        csv_path = find_labels_csv(root, labels_csv)
+        labels_csv = csv_path.name
         table = read_csv_text(csv_path, "labels CSV")
         missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
         if missing:
@@ -270,49 +346,71 @@ class ChestXray(ItemListDataset):
         table = table[table["subject"].isin(keep)]
         if view_positions is not None and "View Position" in table.columns:
             table = table[table["View Position"].isin(list(view_positions))]
-        records = []
+        entries = self._index(root, table, image_dir=image_dir, labels_csv=labels_csv, aliases=aliases,
+                              label_mode=label_mode, normal_only=normal_only, abnormal_only=abnormal_only,
+                              with_masks=with_masks, max_images=max_images, progress=progress)
+        if not entries:
+            raise DataError(f"{root}: no images left (split={split!r}, {self.bad_input.count} skipped)")
+        settings = {"image_size": int(image_size), "low_percentile": float(low_percentile),
+                    "high_percentile": float(high_percentile), "normalise_png": bool(normalise_png)}
+        files = [e.path for e in entries] + [m for e in entries for m in (e.masks or ()) if m is not None]
+        store = build_store(entries, functools.partial(decode_radiograph, **settings), name="ChestXray", root=root,
+                            files=files, settings=settings, bad_input=self.bad_input, where=lambda e: e.path,
+                            num_workers=num_workers, progress=progress)
+        super().__init__(store)
+
+    def _index(self, root: Path, table: pd.DataFrame, *, image_dir: str, labels_csv: str, aliases: dict,
+               label_mode: str, normal_only: bool, abnormal_only: bool, with_masks: bool,
+               max_images: int | None, progress: bool) -> list[RadiographEntry]:
+        """One entry per kept CSV row whose image file exists (a missing file is bad input); no pixels read."""
         lower_findings = {f.lower(): i for i, f in enumerate(self.findings)}
-        for _, row in tqdm(list(table.iterrows()), desc="ChestXray", disable=not progress):
+        mask_names = self.mask_findings or ALL_FINDINGS
+        entries: list[RadiographEntry] = []
+        rows = table[["Image Index", "Finding Labels", "subject"]
+                     + (["View Position"] if "View Position" in table.columns else [])].to_dict("records")
+        for row in tqdm(rows, desc="ChestXray: indexing", disable=not progress):
             names = parse_findings(row["Finding Labels"], aliases=aliases)
             abnormal = int(bool(names))
             if (normal_only and abnormal) or (abnormal_only and not abnormal):
                 continue
-            if max_images is not None and len(records) >= max_images:
+            if max_images is not None and len(entries) >= max_images:
                 break
             path = root / image_dir / str(row["Image Index"])
-            try:
-                if not path.is_file():
-                    raise DataError(f"{path}: file named in {labels_csv} (Image Index) is missing")
-                levels = read_radiograph(path, low_percentile=low_percentile, high_percentile=high_percentile,
-                                         normalise_png=normalise_png)
-                mask = self._masks(root, path, levels.shape, image_size) if with_masks else None
-            except DataError as exc:
-                self.bad_input.reject(exc, path)
+            if not path.is_file():
+                self.bad_input.reject(DataError(f"{path}: file named in {labels_csv} (Image Index) is missing"), path)
                 continue
-            vector = np.zeros(len(self.findings), np.float32)
+            vector = [0.0] * len(self.findings)
             for name in names:
                 if name.lower() in lower_findings:
                     vector[lower_findings[name.lower()]] = 1.0
-            record = {"image": resize(levels, image_size)[None] / 127.5 - 1.0,
-                      "label": vector if label_mode == "findings" else abnormal,
-                      "subject": row["subject"],
-                      "meta": {"abnormal": abnormal, "n_findings": len(names), "finding_labels": "|".join(names),
-                               "view_position": str(row.get("View Position", "")),
-                               "other_findings": "|".join(n for n in names if n.lower() not in lower_findings)}}
-            if mask is not None:
-                record["mask"] = mask
-            records.append(record)
-        if not records:
-            raise DataError(f"{root}: no images left (split={split!r}, {self.bad_input.count} skipped)")
-        super().__init__(records)
+            masks = None
+            if with_masks:
+                folder = root / "truth" / "masks" / path.stem
+                masks = tuple(str(f) if f.is_file() else None for f in (folder / f"{slug(n)}.png" for n in mask_names))
+            meta = {"abnormal": abnormal, "n_findings": len(names), "finding_labels": "|".join(names),
+                    "view_position": str(row.get("View Position", "")),
+                    "other_findings": "|".join(n for n in names if n.lower() not in lower_findings)}
+            entries.append(RadiographEntry(path=str(path), masks=masks,
+                                           label=vector if label_mode == "findings" else abnormal,
+                                           subject=row["subject"], meta=tuple(meta.items())))
+        return entries
 
-    def _masks(self, root: Path, path: Path, shape, image_size: int) -> np.ndarray:
-        names = self.mask_findings or ALL_FINDINGS
-        folder = root / "truth" / "masks" / path.stem
-        masks = []
-        for name in names:
-            file = folder / f"{slug(name)}.png"
-            m = (read_png(file) > 127).astype(np.float32) if file.is_file() else np.zeros(shape, np.float32)
-            # any coverage counts, so lesions smaller than an output pixel keep a mask pixel
-            masks.append((resize(m, image_size) > 0.05).astype(np.float32))
-        return np.stack(masks)
+    @property
+    def labels(self) -> np.ndarray:
+        """Every item's label from the rows (no pixels read): (N, K) float32, or (N,) int64 0/1."""
+        if self.label_mode == "findings":
+            return np.array([r["label"] for r in self.rows], dtype=np.float32).reshape(len(self.rows), -1)
+        return np.array([r["label"] for r in self.rows], dtype=np.int64)
+
+    def item(self, index: int, *, without: Sequence[str] = ()) -> dict[str, Any]:
+        """Item ``index`` without the array keys in ``without`` (they are not read from disk)."""
+        if index < 0:
+            index += len(self)
+        record = {key: self.store.read_array(key, index) for key in self.store.arrays if key not in without}
+        record.update(self.rows[index])
+        if isinstance(record["label"], list):  # the multi-label vector is a row field (metadata loops need it)
+            record["label"] = np.asarray(record["label"], dtype=np.float32)
+        return record_to_item(record)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.item(index)

@@ -75,6 +75,10 @@ def _callable_identity(decode: Callable) -> str:
     if isinstance(decode, functools.partial):
         keywords = json.dumps(_plain(decode.keywords), sort_keys=True, default=repr)
         return f"{_callable_identity(decode.func)}({_plain(list(decode.args))!r}, {keywords})"
+    if not hasattr(decode, "__qualname__"):  # a callable object: its class and its settings
+        state = json.dumps(_plain(dict(vars(decode))), sort_keys=True, default=str)
+        kind = type(decode)
+        return f"{kind.__module__}.{kind.__qualname__}#v{getattr(decode, 'version', 0)}({state})"
     return f"{decode.__module__}.{decode.__qualname__}#v{getattr(decode, 'version', 0)}"
 
 

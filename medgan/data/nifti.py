@@ -74,6 +74,14 @@ def load_nifti(path: str | os.PathLike) -> NiftiVolume:
                        positions_mm=positions, affine=affine, path=path)
 
 
+def nifti_shape(path: str | os.PathLike) -> tuple[int, ...]:
+    """The voxel grid of a NIfTI as stored (x, y, z[, t]), from its header only (no voxel data read)."""
+    try:
+        return tuple(int(n) for n in nib.load(str(path)).header.get_data_shape())
+    except Exception as exc:  # nibabel raises many types for truncated/corrupt files
+        raise DataError(f"{path}: unreadable NIfTI header ({type(exc).__name__}: {exc})") from exc
+
+
 def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float, float]]:
     """Read a 3D NIfTI: (array (Z, Y, X) float32 in canonical RAS+ order, spacing_mm (z, y, x)).
     See :func:`load_nifti` for the geometry and the errors."""

@@ -7,18 +7,19 @@ Each slice: HU -> window (centre/width, HU) -> [-1, 1] -> centre crop ``crop_siz
 resize to ``image_size`` (area). Label: ``deadstatus.event`` (1 died, 0 alive).
 
 Building a dataset reads only the CSV and the DICOM headers; the slices are decoded once per
-series (:class:`SeriesDecoder`, in worker processes) into the item store in the work folder
+series (:func:`decode_series`, in worker processes) into the item store in the work folder
 (:mod:`medgan.data.item_store`), and read from there one item at a time, so memory does not grow
 with the number of slices. Bad slices and series are skipped and counted, or raise, per ``skip_bad``.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -136,48 +137,33 @@ class SeriesEntry:
     mask: str | None = None      # truth/masks/<patient>.nii.gz (phantoms), with_masks only
 
 
-@dataclass(frozen=True)
-class SeriesDecoder:
-    """``decoder(entry) -> [slice item, ...]``: one series windowed, cropped and resized.
+def decode_series(entry: SeriesEntry, *, root: str, salt: str | None, window_center_hu: float,
+                  window_width_hu: float, crop_size: int | None, image_size: int, with_masks: bool,
+                  tumour_slices_only: bool, skip_bad: bool) -> list[dict[str, Any]]:
+    """One series' slice items: HU -> window -> [-1, 1] -> centre crop -> resize (the item store's decode).
 
-    A module-level frozen dataclass rather than a ``functools.partial``: workers import it, and its
-    repr (the settings, never the root) is what keys the item store. ``version``: bump it when the
-    items it returns change.
+    Module level, so worker processes import it; the loader binds the settings with
+    ``functools.partial``. ``decode_series.version``: bump it when the items it returns change.
     """
-
-    version: ClassVar[int] = 1
-    root: str = field(repr=False)
-    window_center_hu: float
-    window_width_hu: float
-    crop_size: int | None
-    image_size: int
-    with_masks: bool
-    tumour_slices_only: bool
-    skip_bad: bool
-    salt: str | None = field(default=None, repr=False)
-
-    def __call__(self, entry: SeriesEntry) -> list[dict[str, Any]]:
-        # Workers are other processes: the privacy boundary (scrubbed messages and log lines) is set up again.
-        with data_problems(self.root, subject_dirs=SUBJECT_DIRS, salt=self.salt):
-            return self._decode(entry)
-
-    def _decode(self, entry: SeriesEntry) -> list[dict[str, Any]]:
-        root = Path(self.root)
-        log = BadInputLog(skip_bad=self.skip_bad, name="NSCLCRadiomics")  # slices skipped inside the series
+    # Workers are other processes: the privacy boundary (scrubbed messages and log lines) is set up again.
+    with data_problems(root, subject_dirs=SUBJECT_DIRS, salt=salt):
+        settings = dict(window_center_hu=window_center_hu, window_width_hu=window_width_hu, crop_size=crop_size,
+                        image_size=image_size)
+        log = BadInputLog(skip_bad=skip_bad, name="NSCLCRadiomics")  # slices skipped inside the series
         try:
-            volume = load_series([root / f for f in entry.files], salt=self.salt, log=log)
+            volume = load_series([Path(root) / f for f in entry.files], salt=salt, log=log)
         except DataError as exc:
             if not log.skipped:
                 raise
             # the store counts one skip per series: the slices skipped before it failed go in its message
-            before = "; ".join(f"{where}: {reason}" if reason not in str(where) else str(where)
+            before = "; ".join(reason if str(where) in reason else f"{where}: {reason}"
                                for where, reason in log.skipped)
             raise DataError(f"{exc} (after skipping {len(log.skipped)} bad slice(s): {before})") from exc
-        slices = self._prepare(volume.array, is_mask=False)
-        mask = self._load_mask(root / entry.mask, slices.shape[0]) if self.with_masks else None
+        slices = _prepare(volume.array, is_mask=False, **settings)
+        mask = _load_mask(Path(root) / entry.mask, slices.shape[0], settings) if with_masks else None
         items = []
         for k in range(slices.shape[0]):
-            if self.tumour_slices_only and mask[k].max() < 0.5:
+            if tumour_slices_only and mask[k].max() < 0.5:
                 continue
             item = {"image": slices[k][None], "label": int(entry.label), "subject": entry.subject,
                     "meta": {"histology": entry.histology, "slice_index": k, "z_mm": float(volume.positions_mm[k]),
@@ -190,19 +176,25 @@ class SeriesDecoder:
             items[0][SKIPPED_FIELD] = [[str(where), str(reason)] for where, reason in log.skipped]
         return items
 
-    def _prepare(self, array: np.ndarray, *, is_mask: bool) -> np.ndarray:
-        out = array if is_mask else window_hu(array, center_hu=self.window_center_hu, width_hu=self.window_width_hu)
-        if self.crop_size:
-            out = center_crop(out, min(self.crop_size, out.shape[-2], out.shape[-1]))
-        if is_mask:
-            return (nearest_resize(out, self.image_size) > 0.5).astype(np.float32)
-        return resize(out, self.image_size).astype(np.float32)
 
-    def _load_mask(self, path: Path, n_slices: int) -> np.ndarray:
-        mask, _ = read_nifti(path)
-        if mask.shape[0] != n_slices:
-            raise DataError(f"{path}: mask has {mask.shape[0]} slices, CT has {n_slices}")
-        return self._prepare(mask, is_mask=True)
+decode_series.version = 1
+
+
+def _prepare(array: np.ndarray, *, is_mask: bool, window_center_hu: float, window_width_hu: float,
+             crop_size: int | None, image_size: int) -> np.ndarray:
+    out = array if is_mask else window_hu(array, center_hu=window_center_hu, width_hu=window_width_hu)
+    if crop_size:
+        out = center_crop(out, min(crop_size, out.shape[-2], out.shape[-1]))
+    if is_mask:
+        return (nearest_resize(out, image_size) > 0.5).astype(np.float32)
+    return resize(out, image_size).astype(np.float32)
+
+
+def _load_mask(path: Path, n_slices: int, settings: dict) -> np.ndarray:
+    mask, _ = read_nifti(path)
+    if mask.shape[0] != n_slices:
+        raise DataError(f"{path}: mask has {mask.shape[0]} slices, CT has {n_slices}")
+    return _prepare(mask, is_mask=True, **settings)
 
 
 SKIPPED_FIELD = "_skipped_slices"  # row field of a series' first item, moved into ``bad_input`` at load
@@ -291,8 +283,8 @@ class NSCLCRadiomics(ItemListDataset):
                    for s in subjects if s in keep]
         if not entries:
             raise DataError(f"{root}: no slices left (split={split!r}, histologies={histologies})")
-        decoder = SeriesDecoder(root=str(root), salt=salt, with_masks=with_masks,
-                                tumour_slices_only=tumour_slices_only, skip_bad=skip_bad, **self.settings)
+        decoder = functools.partial(decode_series, root=str(root), salt=salt, with_masks=with_masks,
+                                    tumour_slices_only=tumour_slices_only, skip_bad=skip_bad, **self.settings)
         files = [root / f for e in entries for f in e.files]
         files += [root / e.mask for e in entries if e.mask and (root / e.mask).is_file()]
         store = build_store(entries, decoder, name=STORE_NAME, root=root, files=files, settings=self.settings,

@@ -9,25 +9,35 @@ Hoechst, ConA, Phalloidin, Syto14, WGA). Channels are stacked to (5, H, W), scal
 Treatment names vary in spelling, so they are matched *explicitly*: ``treatment_aliases`` maps a
 canonical name to the exact spellings accepted (case and surrounding spaces ignored).
 :func:`match_treatments` reports what matched and which similar-looking names did not.
-Subjects (for splits) are wells: sites of one well never straddle two splits.
+Subjects (for splits) are wells: sites of one well never straddle two splits, and every condition
+has wells in as many splits as its well count allows (:func:`cover_conditions`).
+
+Building a dataset reads ``metadata.csv`` and checks each selected site's files; the sites are
+decoded once (:func:`decode_site`, in ``num_workers`` processes) into an item store in the
+dataset's work folder (:mod:`medgan.data.item_store`), keyed by the files and every crop setting,
+and crops are read from it per item.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 from skimage import filters, measure
 from tqdm.auto import tqdm
 
 from medgan.data.base import BadInputLog, DataError, ItemListDataset, filter_by_split, logger, read_csv_text, subject_key
 from medgan.data.base import reads_data_root
+from medgan.data.item_store import build_store
 from medgan.data.png_folders import read_png
-from medgan.data.splits import split_path, subject_split
+from medgan.data.splits import _normalise_fractions, split_path, subject_split
 from medgan.data.transforms import resize
 
 STAINS = ("Hoechst", "ConA", "Phalloidin", "Syto14", "WGA")
@@ -140,6 +150,47 @@ def _dedupe_sites(table: pd.DataFrame, path: Path, bad_input: BadInputLog) -> tu
     return table[~table["_row"].isin(drop)], collapsed
 
 
+class Site(NamedTuple):
+    """One site to decode: where its PNGs are, its label and what its crops carry (picklable)."""
+
+    folder: str  # the plate folder holding ``{well}_s{site}_w{1..5}.png``
+    well: str
+    site: int
+    truth: str | None  # ``truth/fields/<site_id>.npz`` (phantoms, ``with_truth``), else None
+    label: int
+    subject: str
+    meta: dict
+
+    def channel_paths(self) -> list[Path]:
+        return [Path(self.folder) / f"{self.well}_s{self.site}_w{c}.png" for c in range(1, len(STAINS) + 1)]
+
+    def where(self) -> Path:
+        return Path(self.folder) / f"{self.well}_s{self.site}"
+
+
+def decode_site(entry: Site, *, crop_size: int | None, crop_mode: str, max_cells_per_site: int | None,
+                min_nucleus_px: int, image_size: int, with_truth: bool, domains: Sequence) -> list[dict]:
+    """The item store's decode function: one :class:`Site` -> its finished crops (settings bound with
+    ``functools.partial``; ``domains``: (name, disease_condition, treatment or None) in label order,
+    the truth renders kept). Bump ``decode_site.version`` whenever the crops it writes change."""
+    site = _read_site(entry)
+    truth, truth_names = _read_truth(entry) if with_truth else (None, None)
+    crops = (_tiles(site, truth, crop_size) if crop_mode == "tiles" else
+             _cell_crops(site, truth, crop_size, max_cells_per_site, min_nucleus_px))
+    items = []
+    for tile_index, (tile, truth_tile) in enumerate(crops):
+        item = {"image": resize(tile, image_size), "label": entry.label, "subject": entry.subject,
+                "meta": {**entry.meta, "tile": tile_index}}
+        if with_truth:
+            item["truth"] = np.stack([resize(truth_tile[_truth_index(truth_names, tuple(d))], image_size)
+                                      for d in domains])
+        items.append(item)
+    return items
+
+
+decode_site.version = 1
+
+
 class RxRx19a(ItemListDataset):
     """Crops of RxRx19a sites labelled by domain.
 
@@ -159,12 +210,22 @@ class RxRx19a(ItemListDataset):
         image_size: resize each crop to this side. max_sites_per_domain: cap (None = all).
         with_truth: add ``truth`` (n_domains, 5, S, S): the same crop rendered in every domain,
             from ``truth/fields/<site_id>.npz`` (phantoms only).
-        split, split_fractions, split_seed: split by well (``root/splits.json``).
+        split: a split name, or several (their crops in that order), or None (every well);
+            split_fractions, split_seed: the split by well (in the dataset's work folder). Every
+            condition (cell type, disease, treatment, concentration) has wells in as many splits
+            as its well count allows (:func:`cover_conditions`), so no domain is left without
+            held-out wells by chance.
         skip_bad: skip (log, count) sites with missing/unreadable/wrong-channel PNGs.
+        num_workers: processes decoding sites when the item store is first built (0: this one).
+        progress: progress bars while indexing and decoding.
+
+    Construction reads ``metadata.csv`` and checks each selected site's files (cheap); the crops
+    are decoded once into an item store in the work folder (:mod:`medgan.data.item_store`) and
+    read from disk per item after, so memory does not grow with the number of sites.
 
     Items: image (5, S, S) in [-1, 1]; label domain index; subject = pseudonymous well key;
     meta {domain, cell_type, treatment, concentration_um, site, tile}. ``.match_report`` holds
-    the treatment matching; ``.domain_names`` the label names.
+    the treatment matching; ``.domain_names`` the label names; ``.split_map`` well key -> split.
     """
 
     @reads_data_root()  # plates and wells, no patient folders
@@ -173,22 +234,34 @@ class RxRx19a(ItemListDataset):
                  concentrations_um: Sequence[float] | None = None, crop_size: int | None = 64,
                  crop_mode: str = "tiles", max_cells_per_site: int | None = None, min_nucleus_px: int = 12,
                  image_size: int = 64, max_sites_per_domain: int | None = None, with_truth: bool = False,
-                 split: str | None = None, split_fractions=(0.8, 0.1, 0.1), split_seed: int = 0,
-                 skip_bad: bool = False, progress: bool = False):
+                 split: str | Sequence[str] | None = None, split_fractions=(0.8, 0.1, 0.1), split_seed: int = 0,
+                 skip_bad: bool = False, num_workers: int = 0, progress: bool = False):
         root = Path(root)
         if crop_mode not in ("tiles", "cells"):
             raise ValueError(f"crop_mode must be 'tiles' or 'cells', got {crop_mode!r}")
+        if crop_mode == "cells" and crop_size is None:
+            raise DataError("crop_mode='cells' needs a crop_size")
+        domains = tuple((str(n), str(d), None if t is None else str(t)) for n, d, t in domains)
         self.bad_input = BadInputLog(skip_bad=skip_bad, name="RxRx19a")
         table = read_metadata(root / "metadata.csv", bad_input=self.bad_input)
         self.duplicates_collapsed = table.attrs["duplicates_collapsed"]  # identical repeated metadata rows
         aliases = treatment_aliases or DEFAULT_TREATMENT_ALIASES
         self.match_report = match_treatments(table["treatment"].tolist(), aliases)
-        all_wells = table["well_id"].astype(str).tolist()
         table["treatment_canonical"] = table["treatment"].map(self.match_report["mapping"]).fillna("")
+        # split over every well of the metadata (not only the selected ones), so any filter
+        # setting sees the same assignment of a well
+        table["subject"] = [subject_key(f"rxrx:{w}") for w in table["well_id"].astype(str)]
+        wells = sorted(set(table["subject"]))
+        self.split_map = cover_conditions(
+            subject_split(wells, fractions=split_fractions, seed=split_seed,
+                          path=split_path(root, fractions=split_fractions, seed=split_seed)),
+            table.groupby(list(CONDITION_COLUMNS), sort=True)["subject"].apply(lambda s: sorted(set(s))).tolist(),
+            order=[name for name, fraction in _normalise_fractions(split_fractions).items() if fraction > 0])
+        splits = [None] if split is None else [split] if isinstance(split, str) else list(split)
+        keep = [filter_by_split(wells, self.split_map, name) for name in splits]
         if cell_type is not None:
             table = table[table["cell_type"] == cell_type]
         self.domain_names = [d[0] for d in domains]
-        truth_names = None
         selected = []
         for label, (name, disease, treatment) in enumerate(domains):
             rows = table[table["disease_condition"] == disease]
@@ -206,97 +279,143 @@ class RxRx19a(ItemListDataset):
             if rows.empty:
                 raise DataError(f"{root / 'metadata.csv'}: no sites for domain {name!r} "
                                 f"(cell_type={cell_type}, disease_condition={disease!r}, treatment={treatment!r})")
-            selected += [(label, row) for _, row in rows.iterrows()]
-        # split over every well of the metadata (not only the selected ones), so any filter
-        # setting sees the same assignment of a well
-        wells = sorted({subject_key(f"rxrx:{w}") for w in all_wells})
-        self.split_map = subject_split(wells, fractions=split_fractions, seed=split_seed,
-                                       path=split_path(root, fractions=split_fractions, seed=split_seed))
-        keep = filter_by_split(wells, self.split_map, split)
-        records = []
-        for label, row in tqdm(selected, desc="RxRx19a", disable=not progress):
-            subject = subject_key(f"rxrx:{row['well_id']}")
-            if subject not in keep:
-                continue
-            folder = root / "images" / str(row["experiment"]) / f"Plate{row['plate']}"
-            try:
-                site = self._read_site(folder, str(row["well"]), int(row["site"]))
-                truth = None
-                if with_truth:
-                    truth_path = root / "truth" / "fields" / f"{row['site_id']}.npz"
-                    if not truth_path.is_file():
-                        raise DataError(f"{truth_path}: truth renders missing (with_truth needs a phantom)")
-                    try:
-                        stored = np.load(truth_path)
-                        truth_names = list(stored["conditions"])
-                        truth = stored["images"].astype(np.float32) / 127.5 - 1.0
-                    except (OSError, ValueError, KeyError) as exc:
-                        raise DataError(f"{truth_path}: truth renders unreadable ({type(exc).__name__}: {exc})") from exc
-            except DataError as exc:
-                self.bad_input.reject(exc, folder / f"{row['well']}_s{row['site']}")
-                continue
-            crops = (self._tiles(site, truth, crop_size) if crop_mode == "tiles" else
-                     self._cell_crops(site, truth, crop_size, max_cells_per_site, min_nucleus_px))
-            for tile_index, (tile, truth_tile) in enumerate(crops):
-                record = {"image": resize(tile, image_size), "label": label, "subject": subject,
-                          "meta": {"domain": self.domain_names[label], "cell_type": str(row["cell_type"]),
-                                   "treatment": str(row["treatment"]), "concentration_um": float(row["treatment_conc_um"]),
-                                   "site": int(row["site"]), "tile": tile_index}}
-                if with_truth:
-                    record["truth"] = np.stack([resize(truth_tile[_truth_index(truth_names, d)], image_size)
-                                                for d in domains])
-                records.append(record)
-        if not records:
+            selected += [(label, row) for row in rows.to_dict("records")]
+        entries, files = [], []
+        for kept in keep:  # one split after the other, each in domain and metadata order
+            for label, row in tqdm(selected, desc="RxRx19a: indexing", disable=not progress):
+                if row["subject"] not in kept:
+                    continue
+                entry = self._index_site(root, row, label, with_truth)
+                if entry is not None:
+                    entries.append(entry)
+                    files += entry.channel_paths() + ([Path(entry.truth)] if entry.truth else [])
+        if not entries:
             raise DataError(f"{root}: no crops left (split={split!r}, {self.bad_input.count} site(s) skipped)")
-        super().__init__(records)
+        settings = dict(crop_size=crop_size, crop_mode=crop_mode, max_cells_per_site=max_cells_per_site,
+                        min_nucleus_px=min_nucleus_px, image_size=image_size, with_truth=with_truth, domains=domains)
+        store = build_store(entries, functools.partial(decode_site, **settings), name="rxrx19a", root=root,
+                            files=files, settings=settings, bad_input=self.bad_input, where=Site.where,
+                            num_workers=num_workers, progress=progress,
+                            expected_items=len(entries) * _crops_per_site(entries[0], crop_size, crop_mode,
+                                                                          max_cells_per_site))
+        super().__init__(store)
 
-    @staticmethod
-    def _read_site(folder: Path, well: str, site: int) -> np.ndarray:
-        channels = []
-        for channel in range(1, len(STAINS) + 1):
-            path = folder / f"{well}_s{site}_w{channel}.png"
-            if not path.is_file():
-                raise DataError(f"{path}: file named in metadata.csv is missing (channel w{channel})")
-            pixels = read_png(path, grayscale=False)
-            if pixels.ndim != 2:
-                raise DataError(f"{path}: wrong channel count: expected 1 (grayscale) per file, got {pixels.shape[-1]}")
-            if pixels.dtype != np.uint8:
-                raise DataError(f"{path}: expected 8-bit, got {pixels.dtype}")
-            channels.append(pixels)
-        shapes = {c.shape for c in channels}
-        if len(shapes) > 1:
-            raise DataError(f"{folder / f'{well}_s{site}'}: channel images differ in size {sorted(shapes)}")
-        return np.stack(channels).astype(np.float32) / 127.5 - 1.0
+    def _index_site(self, root: Path, row: dict, label: int, with_truth: bool) -> Site | None:
+        """The :class:`Site` of one metadata row, its files checked (stat only); None when skipped."""
+        folder = root / "images" / str(row["experiment"]) / f"Plate{row['plate']}"
+        truth = root / "truth" / "fields" / f"{row['site_id']}.npz" if with_truth else None
+        site = Site(folder=str(folder), well=str(row["well"]), site=int(row["site"]),
+                    truth=None if truth is None else str(truth), label=label, subject=row["subject"],
+                    meta={"domain": self.domain_names[label], "cell_type": str(row["cell_type"]),
+                          "treatment": str(row["treatment"]), "concentration_um": float(row["treatment_conc_um"]),
+                          "site": int(row["site"])})
+        try:
+            for channel, path in enumerate(site.channel_paths(), start=1):
+                if not path.is_file():
+                    raise DataError(f"{path}: file named in metadata.csv is missing (channel w{channel})")
+            if truth is not None and not truth.is_file():
+                raise DataError(f"{truth}: truth renders missing (with_truth needs a phantom)")
+        except DataError as exc:
+            self.bad_input.reject(exc, site.where())
+            return None
+        return site
 
-    @staticmethod
-    def _cell_crops(site, truth, crop_size, max_cells, min_area_px):
-        if crop_size is None:
-            raise DataError("crop_mode='cells' needs a crop_size")
-        h, w = site.shape[-2:]
-        half = crop_size // 2
-        count = 0
-        for cy, cx in _nucleus_centres(site[0], min_area_px=min_area_px):
-            top, left = cy - half, cx - half
-            if top < 0 or left < 0 or top + crop_size > h or left + crop_size > w:
+
+# columns that say a well's condition: the split gives every condition wells in every split it can
+CONDITION_COLUMNS = ("cell_type", "disease_condition", "treatment", "treatment_conc")
+
+
+def cover_conditions(mapping: dict[str, str], groups: Sequence[Sequence[str]], *, order: Sequence[str]) -> dict[str, str]:
+    """A well split in which every condition group reaches as many splits as it has wells.
+
+    ``mapping``: well key -> split (the seeded random split); ``groups``: the well keys of each
+    condition; ``order``: the split names with a positive fraction, most important first. A
+    group of n wells that misses one of the first n names gets a well moved there, taken from
+    the split holding most of its wells (from a name it need not cover when there is one), the
+    last key of that split first. Groups that already cover their splits keep the random split
+    unchanged, so large datasets are left as they were.
+    """
+    mapping = dict(mapping)
+    for wells in groups:
+        wells = sorted(wells)
+        wanted = list(order)[:len(wells)]
+        for name in wanted:
+            held = {}
+            for well in wells:
+                held.setdefault(mapping[well], []).append(well)
+            if name in held:
                 continue
-            if max_cells is not None and count >= max_cells:
-                break
-            window = (..., slice(top, top + crop_size), slice(left, left + crop_size))
-            count += 1
-            yield site[window], (truth[window] if truth is not None else None)
+            donors = [s for s in held if len(held[s]) > 1 or s not in wanted]
+            donor = max(donors, key=lambda s: (s not in wanted, len(held[s]), -list(order).index(s)))
+            mapping[held[donor][-1]] = name
+    return mapping
 
-    @staticmethod
-    def _tiles(site: np.ndarray, truth: np.ndarray | None, crop_size: int | None):
-        if crop_size is None:
-            yield site, truth
-            return
-        h, w = site.shape[-2:]
-        if crop_size > min(h, w):
-            raise DataError(f"crop_size {crop_size} larger than the site images ({h}x{w})")
-        for top in range(0, h - crop_size + 1, crop_size):
-            for left in range(0, w - crop_size + 1, crop_size):
-                window = (..., slice(top, top + crop_size), slice(left, left + crop_size))
-                yield site[window], (truth[window] if truth is not None else None)
+
+def _crops_per_site(entry: Site, crop_size: int | None, crop_mode: str, max_cells: int | None) -> int:
+    """Crops one site gives, from the first channel's PNG header (for the free-space check)."""
+    try:
+        with Image.open(entry.channel_paths()[0]) as image:
+            width, height = image.size
+    except OSError:
+        return 1
+    tiles = 1 if crop_size is None else max(1, (height // crop_size) * (width // crop_size))
+    return tiles if crop_mode == "tiles" or max_cells is None else max(tiles, max_cells)
+
+
+def _read_site(entry: Site) -> np.ndarray:
+    """The site's 5 stains as float32 (5, H, W) in [-1, 1]."""
+    channels = []
+    for channel, path in enumerate(entry.channel_paths(), start=1):
+        if not path.is_file():
+            raise DataError(f"{path}: file named in metadata.csv is missing (channel w{channel})")
+        pixels = read_png(path, grayscale=False)
+        if pixels.ndim != 2:
+            raise DataError(f"{path}: wrong channel count: expected 1 (grayscale) per file, got {pixels.shape[-1]}")
+        if pixels.dtype != np.uint8:
+            raise DataError(f"{path}: expected 8-bit, got {pixels.dtype}")
+        channels.append(pixels)
+    shapes = {c.shape for c in channels}
+    if len(shapes) > 1:
+        raise DataError(f"{entry.where()}: channel images differ in size {sorted(shapes)}")
+    return np.stack(channels).astype(np.float32) / 127.5 - 1.0
+
+
+def _read_truth(entry: Site) -> tuple[np.ndarray, list[str]]:
+    """The site rendered under every phantom condition, float32 (n_conditions, 5, H, W), and their names."""
+    path = Path(entry.truth)
+    try:
+        with np.load(path) as stored:
+            return stored["images"].astype(np.float32) / 127.5 - 1.0, [str(c) for c in stored["conditions"]]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{path}: truth renders unreadable ({type(exc).__name__}: {exc})") from exc
+
+
+def _cell_crops(site, truth, crop_size, max_cells, min_area_px):
+    h, w = site.shape[-2:]
+    half = crop_size // 2
+    count = 0
+    for cy, cx in _nucleus_centres(site[0], min_area_px=min_area_px):
+        top, left = cy - half, cx - half
+        if top < 0 or left < 0 or top + crop_size > h or left + crop_size > w:
+            continue
+        if max_cells is not None and count >= max_cells:
+            break
+        window = (..., slice(top, top + crop_size), slice(left, left + crop_size))
+        count += 1
+        yield site[window], (truth[window] if truth is not None else None)
+
+
+def _tiles(site: np.ndarray, truth: np.ndarray | None, crop_size: int | None):
+    if crop_size is None:
+        yield site, truth
+        return
+    h, w = site.shape[-2:]
+    if crop_size > min(h, w):
+        raise DataError(f"crop_size {crop_size} larger than the site images ({h}x{w})")
+    for top in range(0, h - crop_size + 1, crop_size):
+        for left in range(0, w - crop_size + 1, crop_size):
+            window = (..., slice(top, top + crop_size), slice(left, left + crop_size))
+            yield site[window], (truth[window] if truth is not None else None)
 
 
 def _nucleus_centres(hoechst: np.ndarray, *, min_area_px: int) -> list[tuple[int, int]]:

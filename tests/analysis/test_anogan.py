@@ -1,12 +1,17 @@
+import gc
+import weakref
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import ndimage
 from torch import nn
 
-from medgan.analysis.anogan import (anomaly_maps, anomaly_scores, compare_localisation, detection_table, dice,
-                                    evaluate_anomaly_detection, invert, localisation, mean_image_residual,
-                                    smooth_residual, threshold_at_specificity)
+from medgan.analysis.anogan import (ANOGAN, BASELINE, UpperQuantile, anomaly_maps, anomaly_scores,
+                                    compare_localisation, detection_table, dice, evaluate_anomaly_detection, invert,
+                                    iter_inversions, localisation, mean_image_residual, smooth_residual,
+                                    threshold_at_specificity)
 from medgan.metrics.roc import delong_test
 
 
@@ -79,7 +84,7 @@ def test_dice_and_mean_image_baseline():
     np.testing.assert_allclose(mean_image_residual(np.ones((1, 1, 3, 3)), normal), 0.5)
 
 
-def test_evaluate_anomaly_detection_beats_the_mean_image_on_a_toy_generator():
+def _toy_queries():
     G = BlobGenerator()
     g = torch.Generator().manual_seed(0)
     normal_train = G(torch.randn(64, 2, generator=g))
@@ -91,10 +96,16 @@ def test_evaluate_anomaly_detection_beats_the_mean_image_on_a_toy_generator():
                                          (slice(2, 4), slice(8, 15)), (slice(13, 15), slice(4, 12))]):
         queries[i, 0, ys, xs] += 0.8  # fainter than the blob, so the mean image is fooled by the blob
         masks[i, 0, ys, xs] = 1
+    return G, normal_train, normal_val, queries, masks, findings
+
+
+def test_evaluate_anomaly_detection_beats_the_mean_image_on_a_toy_generator():
+    G, normal_train, normal_val, queries, masks, findings = _toy_queries()
     ev = evaluate_anomaly_detection(G, normal_val=normal_val, queries=queries, findings=findings, masks=masks,
                                     normal_train=normal_train, trained_findings=["spot"], specificity=0.8,
                                     invert_options=dict(steps=100, lr=0.1, restarts=2, seed=0),
-                                    classifier_scores=(np.zeros(6), np.r_[np.zeros(4), np.ones(4)]))
+                                    classifier_scores=(np.zeros(6), np.r_[np.zeros(4), np.ones(4)]),
+                                    example_indices=[0, 5])
     ano, base = ev.summary.loc["AnoGAN (PGGAN inversion)"], ev.summary.loc["mean normal image (baseline)"]
     assert ano["image AUROC"] > 0.9 and ano["pixel AUROC"] > base["pixel AUROC"] and ano["Dice"] > base["Dice"]
     assert ev.detection.loc["all abnormal", ("AnoGAN (PGGAN inversion)", "n")] == 4
@@ -108,6 +119,76 @@ def test_evaluate_anomaly_detection_beats_the_mean_image_on_a_toy_generator():
     test = ev.localisation_test
     assert test.loc["pixel AUROC", "AnoGAN (PGGAN inversion)"] == pytest.approx(ano["pixel AUROC"])
     assert test.loc["Dice", "mean normal image (baseline)"] == pytest.approx(base["Dice"])
+    # The same numbers as the whole-array computation of each piece.
+    inverted = invert(G, queries, steps=100, lr=0.1, restarts=2, seed=0)
+    np.testing.assert_allclose(ev.scores[ANOGAN], anomaly_scores(inverted.residual), rtol=1e-6)
+    val_maps = anomaly_maps(invert(G, normal_val, steps=100, lr=0.1, restarts=2, seed=0).residual)
+    expected_loc = localisation(anomaly_maps(inverted.residual), masks, threshold=float(np.quantile(val_maps, 0.99)))
+    assert ano["Dice"] == pytest.approx(expected_loc["dice"]) and ano["pixel AUROC"] == pytest.approx(expected_loc["pixel_auroc"])
+    assert ev.latents.shape == (8, 2) and ev.losses.shape == (100, 8)
+    ex = ev.examples
+    assert ex.indices == [0, 5] and ex.queries.shape == (2, 1, 16, 16) and ex.masks.shape == (2, 1, 16, 16)
+    torch.testing.assert_close(ex.queries, queries[[0, 5]])
+    np.testing.assert_allclose(ex.maps[BASELINE], anomaly_maps(mean_image_residual(queries[[0, 5]], normal_train)))
+
+
+class LazyImages:
+    """A sliceable stack that counts what it hands out and how many handed-out chunks are alive."""
+
+    def __init__(self, images):
+        self.images, self.sizes, self.refs, self.most_alive = images, [], [], 0
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, where):
+        gc.collect()
+        self.most_alive = max(self.most_alive, sum(r() is not None for r in self.refs))
+        chunk = self.images[where].clone()
+        self.sizes.append(len(chunk))
+        self.refs.append(weakref.ref(chunk))
+        return chunk
+
+
+def test_evaluation_streams_lazy_query_chunks_and_matches_tensors():
+    G, normal_train, normal_val, queries, masks, findings = _toy_queries()
+    options = dict(steps=10, lr=0.1, restarts=2, seed=0, batch_size=4)  # 2 queries per chunk
+    lazy_val, lazy_queries, lazy_masks = LazyImages(normal_val), LazyImages(queries), LazyImages(torch.from_numpy(masks))
+    ev = evaluate_anomaly_detection(G, normal_val=lazy_val, queries=lazy_queries, findings=findings, masks=lazy_masks,
+                                    normal_train=normal_train, invert_options=options, n_boot=50,
+                                    n_boot_localisation=20)
+    assert lazy_val.sizes == [2, 2, 2] and lazy_queries.sizes == [2, 2, 2, 2] and lazy_masks.sizes == [2, 2, 2, 2]
+    # each chunk freed before the next was read
+    assert lazy_val.most_alive == lazy_queries.most_alive == lazy_masks.most_alive == 0
+    whole = evaluate_anomaly_detection(G, normal_val=normal_val, queries=queries, findings=findings, masks=masks,
+                                       normal_train=normal_train, invert_options=options, n_boot=50,
+                                       n_boot_localisation=20)
+    pd.testing.assert_frame_equal(ev.summary.drop(columns="s / query"), whole.summary.drop(columns="s / query"))
+    for method in whole.scores:
+        np.testing.assert_array_equal(ev.scores[method], whole.scores[method])
+
+
+def test_iter_inversions_chunks_by_query_and_the_chunking_does_not_change_results():
+    G = BlobGenerator()
+    target = G(torch.randn(5, 2, generator=torch.Generator().manual_seed(2)))
+    chunks = list(iter_inversions(G, target, steps=30, lr=0.1, restarts=3, batch_size=6, seed=0))
+    assert [len(q) for q, _ in chunks] == [2, 2, 1]  # 6 latents = 2 queries x 3 restarts
+    one = invert(G, target, steps=30, lr=0.1, restarts=3, batch_size=64, seed=0)
+    torch.testing.assert_close(torch.cat([r.z for _, r in chunks]), one.z)
+
+
+def test_upper_quantile_is_numpys_quantile_from_the_largest_values():
+    rng = np.random.default_rng(0)
+    values = rng.random((7, 13, 11))
+    for q in (0.0, 0.5, 0.9, 0.99, 1.0):
+        tracker = UpperQuantile(q, values.size)
+        for part in values:
+            tracker.add(part)
+        assert tracker.value() == pytest.approx(np.quantile(values, q), rel=1e-12)
+        assert len(tracker.top) <= values.size - int(np.floor((values.size - 1) * q))
+    tracker = UpperQuantile(0.99, 10)
+    with pytest.raises(ValueError, match="announced"):
+        tracker.add(np.zeros(11))
 
 
 def test_smoothing_cancels_alternating_noise_but_keeps_a_lesion():

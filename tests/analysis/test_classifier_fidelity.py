@@ -1,9 +1,15 @@
+import gc
+import weakref
+
 import numpy as np
 import pytest
+import torch
 
 from medgan.analysis.classifier_fidelity import (compare_aurocs, confusion_matrix, evaluate_binary,
-                                                 match_class_counts, pseudo_label, three_step_evaluation,
-                                                 three_step_table)
+                                                 generate_and_pseudo_label, generate_batches, match_class_counts,
+                                                 pseudo_label, rank_labels, three_step_evaluation, three_step_table,
+                                                 write_generated)
+from medgan.data.base import ItemListDataset
 
 
 def test_pseudo_label_rule_0p7_0p3():
@@ -69,3 +75,83 @@ def test_three_step_evaluation_reports_three_aurocs_and_delong():
     assert len(table) == 4 and table.loc["chance (random scores)", "AUROC"] == 0.5
     assert table.loc["classifier(real) on real test", "AUROC"] > table.loc["classifier(synthetic) on real test", "AUROC"]
     assert 0 <= r.delong["p_value"] < 0.01 and set(r.confusions) == set(r.curves)
+
+
+# --- streaming (issue 14, part 3): generated images never pile up in memory -------------------
+class LiveBatches:
+    """Weak references to every image batch a scorer was handed: how many are still alive."""
+
+    def __init__(self):
+        self.refs, self.most_alive = [], 0
+
+    def see(self, images):
+        gc.collect()
+        alive = sum(r() is not None for r in self.refs)
+        self.most_alive = max(self.most_alive, alive)
+        self.refs.append(weakref.ref(images))
+
+
+class SignClassifier(torch.nn.Module):
+    """P(abnormal) = sigmoid(10 * mean pixel): abnormal exactly when the image is bright."""
+
+    def __init__(self, live=None):
+        super().__init__()
+        self.live = live
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # so it has a device
+
+    def predict_proba(self, images):
+        if self.live is not None:
+            self.live.see(images)
+        return torch.sigmoid(10 * images.flatten(1).mean(1, keepdim=True))
+
+
+def generate(z):
+    """z (B, 4) -> (B, 1, 8, 8) images whose brightness follows z[:, 0]."""
+    return torch.tanh(z[:, :1, None, None]).expand(-1, 1, 8, 8) * 0.9
+
+
+def test_generate_and_pseudo_label_keeps_latents_not_images():
+    live = LiveBatches()
+    drawn = generate_and_pseudo_label(generate, SignClassifier(live), z_dim=4, n=50, batch_size=5, seed=3)
+    assert len(live.refs) == 10 and live.most_alive == 0  # each batch freed before the next was made
+    assert drawn.latents.shape == (50, 4) and drawn.probabilities.shape == drawn.labels.shape == (50,)
+    assert not any(isinstance(v, torch.Tensor) and v.ndim == 4 for v in vars(drawn).values())
+    np.testing.assert_array_equal(drawn.labels, pseudo_label(drawn.probabilities))
+    # the latents redraw the very images that were labelled, batch by batch
+    again = torch.cat(list(generate_batches(generate, drawn.latents, batch_size=7)))
+    p = SignClassifier().predict_proba(again)[:, 0].double().numpy()
+    np.testing.assert_allclose(p, drawn.probabilities, rtol=1e-6)  # float32 sums differ in the last bit by batch
+    live = LiveBatches()
+    for images in generate_batches(generate, drawn.latents, batch_size=7):
+        live.see(images)
+        del images
+    assert live.most_alive == 0
+
+
+def test_write_generated_is_an_item_store_on_disk_reused_once_written(tmp_path):
+    z = torch.randn(9, 4, generator=torch.Generator().manual_seed(0)).numpy()
+    labels = np.array([1, 0, 1, 1, 0, 0, 1, 0, 1])
+    calls = []
+
+    def counting(latents):
+        calls.append(len(latents))
+        return generate(latents)
+
+    store = write_generated(counting, z, labels, tmp_path, batch_size=4)
+    assert calls == [4, 4, 1] and store.folder.parent == tmp_path and store.folder.name.startswith("generated-")
+    dataset = ItemListDataset(store)
+    assert len(dataset) == 9 and [dataset[i]["label"] for i in range(9)] == labels.tolist()
+    torch.testing.assert_close(dataset[5]["image"], generate(torch.from_numpy(z[5:6]))[0])
+    assert write_generated(counting, z, labels, tmp_path, batch_size=4).folder == store.folder and calls == [4, 4, 1]
+    other = write_generated(counting, z, 1 - labels, tmp_path, batch_size=4)  # other labels: another store
+    assert other.folder != store.folder and len(list(tmp_path.iterdir())) == 2
+
+
+def test_rank_labels_take_the_extremes_in_the_real_ratio():
+    p = np.array([0.50, 0.48, 0.52, 0.49, 0.51, 0.47, 0.53, 0.50])  # never confident
+    assert (pseudo_label(p) == -1).all()
+    labels = rank_labels(p, {0: 5, 1: 9})  # 14 wanted, 8 there: scaled to 3 normal, 5 abnormal
+    np.testing.assert_array_equal(labels, [1, 0, 1, 0, 1, 0, 1, 1])  # the 3 lowest, the 5 highest
+    labels = rank_labels(p, {0: 1, 1: 1})
+    assert labels.tolist().count(0) == 1 and labels[np.argmin(p)] == 0 and labels[np.argmax(p)] == 1
+    assert set(rank_labels(p[:2], {0: 40, 1: 1})) == {0, 1}  # one of each at least

@@ -33,3 +33,29 @@ def test_figure_draws_thumbnails_and_rejects_bad_input():
         embed_2d(sets, method="pca")
     with pytest.raises(ValueError, match="width"):
         embed_2d({"a": np.zeros((5, 2)), "b": np.zeros((5, 3))})
+
+
+class RowCounter:
+    """An image set indexable by row that counts the rows read (a dataset too large to gather)."""
+
+    def __init__(self, n):
+        self.n, self.read = n, []
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        self.read.append(i)
+        return {"image": np.full((1, 8, 8), -1.0 + 2 * i / self.n, np.float32)}
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("the whole set was gathered")
+
+
+def test_thumbnails_read_only_their_rows():
+    sets = two_clusters(40)
+    coords = embed_2d(sets, method="tsne", seed=0)
+    images = {k: RowCounter(40) for k in sets}
+    fig = embedding_figure(coords, images, thumbnails=4)
+    assert len(fig.axes[0].artists) == 8
+    assert all(len(source.read) == 4 and len(set(source.read)) == 4 for source in images.values())

@@ -1,4 +1,6 @@
-"""Study 2 scoring pipeline on synthetic features with known answers."""
+"""Study 2 scoring pipeline on synthetic features with known answers; generation and scoring stream."""
+
+import weakref
 
 import numpy as np
 import pandas as pd
@@ -94,7 +96,8 @@ def test_protocol_end_to_end_with_a_toy_extractor():
     mean = res.numbers.xs("mean", axis=1, level=1)
     assert mean.loc["uniform", "FID"] < mean.loc["constant", "FID"]
     assert mean.loc["constant", "Improved recall"] == 0
-    assert res.images["uniform"].shape == (40, 1, 4, 4)
+    assert res.images["uniform"].shape == (16, 1, 4, 4)  # only the images shown are kept
+    assert res.images["Real"].shape == (16, 1, 4, 4) and len(res.reference_index) == 40
 
 
 def test_protocol_reuses_cached_reference_and_real_features(tmp_path, monkeypatch):
@@ -116,7 +119,11 @@ def test_protocol_reuses_cached_reference_and_real_features(tmp_path, monkeypatc
     ext = Ext()
     ref = torch.rand(30, 1, 4, 4) * 2 - 1
     real = torch.rand(30, 1, 4, 4) * 2 - 1
-    gens = {"constant": {"fn": lambda z: torch.zeros(len(z), 1, 4, 4), "z_dim": 3}}
+
+    class Constant(torch.nn.Module):  # a network: its weights (none) key its generated features
+        def forward(self, z):
+            return torch.zeros(len(z), 1, 4, 4)
+    gens = {"constant": {"fn": Constant(), "z_dim": 3}}
     first = gs.run_protocol(gens, ext, reference_images=ref, real_images=real, seeds=[0, 1],
                             cache_dir=tmp_path, batch_size=64, **KW)
     assert calls and list(tmp_path.glob("*.npz"))
@@ -126,3 +133,131 @@ def test_protocol_reuses_cached_reference_and_real_features(tmp_path, monkeypatc
     assert calls == []  # a second run embeds nothing
     np.testing.assert_array_equal(first.reference[0], again.reference[0])
     pd.testing.assert_frame_equal(first.long, again.long)
+
+
+def test_generate_at_remakes_the_chosen_images():
+    g = torch.nn.Linear(4, 9)
+    fn = lambda z: g(z).view(-1, 1, 3, 3)  # noqa: E731
+    everything = gs.generate(fn, n=25, z_dim=4, seed=3, batch_size=7)
+    torch.testing.assert_close(gs.generate_at(fn, [24, 0, 11], n=25, z_dim=4, seed=3, batch_size=2),
+                               everything[[24, 0, 11]])
+    batches = list(gs.generate_batches(fn, n=25, z_dim=4, seed=3, batch_size=10))
+    assert [len(b) for b in batches] == [10, 10, 5]
+    torch.testing.assert_close(torch.cat(batches), everything)
+
+
+class LiveBatches:
+    """Tracks how many generated (or read) batches are alive at once, through weak references."""
+
+    def __init__(self):
+        self.alive = weakref.WeakSet()
+        self.most_alive = 0
+        self.made = 0
+
+    def track(self, batch):
+        self.alive.add(batch)
+        self.made += 1
+        self.most_alive = max(self.most_alive, len(self.alive))
+        return batch
+
+
+def test_generated_images_stream_to_the_extractor_batch_by_batch():
+    live = LiveBatches()
+
+    class Ext(torch.nn.Module):
+        name = "toy-stream"
+
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(16, 6)
+
+        def forward(self, x):
+            live.most_alive = max(live.most_alive, len(live.alive))
+            f = self.lin(x.flatten(1))
+            return f, f[:, :2]
+
+    class Gen(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 16)
+
+        def forward(self, z):
+            return live.track(torch.tanh(self.lin(z)).view(-1, 1, 4, 4))
+
+    torch.manual_seed(0)
+    ref = torch.rand(300, 1, 4, 4) * 2 - 1
+    res = gs.run_protocol({"g": {"fn": Gen(), "z_dim": 3}}, Ext(), reference_images=ref, real_images=ref,
+                          seeds=[0, 1, 2], n=300, batch_size=10, keep_images=4, **KW)
+    assert live.made == 3 * 30  # 300 images per seed, 10 at a time
+    assert live.most_alive <= 3  # never the 300 images of a seed: a batch or two in flight
+    assert [len(f) for f, _ in res.rows["g"]] == [300, 300, 300] and res.images["g"].shape == (4, 1, 4, 4)
+
+
+def test_a_dataset_source_is_read_batch_by_batch():
+    reads, forwards = [], []
+
+    class Slices(torch.utils.data.Dataset):
+        def __len__(self):
+            return 95
+
+        def __getitem__(self, i):
+            reads.append(i)
+            return {"image": torch.full((1, 4, 4), i / 100.0)}
+
+        def fingerprint(self):
+            return "slices-v1"
+
+    class Ext(torch.nn.Module):
+        name = "toy-read"
+
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(16, 6)
+
+        def forward(self, x):
+            forwards.append(len(reads))
+            assert len(reads) <= 10 * len(forwards)  # never more than the batch being embedded was read
+            f = self.lin(x.flatten(1))
+            return f, f[:, :2]
+
+    feats, probs = gs.embed(Ext(), Slices(), range(0, 95, 2), batch_size=10)
+    assert len(feats) == 48 and len(forwards) == 5 and reads == list(range(0, 95, 2))
+
+
+def test_generated_features_are_cached_by_weights_seed_and_count(tmp_path):
+    calls = {"extract": 0, "latents": []}
+
+    class Ext(torch.nn.Module):
+        name = "toy-gen-cache"
+
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(16, 6)
+
+        def forward(self, x):
+            calls["extract"] += 1
+            f = self.lin(x.flatten(1))
+            return f, f[:, :2]
+
+    class Gen(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 16)
+
+        def forward(self, z):
+            calls["latents"].append(len(z))
+            return torch.tanh(self.lin(z)).view(-1, 1, 4, 4)
+
+    torch.manual_seed(0)
+    ext, gen = Ext(), Gen()
+    ref = torch.rand(40, 1, 4, 4) * 2 - 1
+    kw = dict(reference_images=ref, real_images=ref, seeds=[0, 1], batch_size=16, cache_dir=tmp_path, **KW)
+    first = gs.run_protocol({"g": {"fn": gen, "z_dim": 3}}, ext, **kw)
+    calls.update(extract=0, latents=[])
+    again = gs.run_protocol({"g": {"fn": gen, "z_dim": 3}}, ext, **kw)
+    assert calls["extract"] == 0 and calls["latents"] == [16]  # only the 16 images shown are made again
+    torch.testing.assert_close(again.images["g"], first.images["g"])
+    with torch.no_grad():
+        gen.lin.bias.add_(0.5)  # other weights: other images, so the cache must miss
+    gs.run_protocol({"g": {"fn": gen, "z_dim": 3}}, ext, **kw)
+    assert calls["extract"] > 0

@@ -71,3 +71,20 @@ def test_bad_inputs_are_named():
         grad_cam(net, _two_blobs(), target_layer="nope")
     with pytest.raises(ValueError, match="out of range"):
         grad_cam(net, _two_blobs(), classes=7)
+
+
+def test_a_stream_of_batches_gives_the_maps_of_the_whole_tensor():
+    """Batches from an iterator (a dataset read batch by batch) are explained one at a time, as if whole."""
+    net, x = GapNet(), torch.cat([_two_blobs(3), _two_blobs(4).flip(-1)])
+    classes = torch.tensor([0, 1, 0, 1, 0, 1, 1])
+    whole = grad_cam(net, x, classes=classes, batch_size=64)
+    seen = []
+
+    def stream():
+        for batch in torch.split(x, 2):
+            seen.append(len(batch))
+            yield {"image": batch} if len(seen) % 2 else batch  # item batches and plain tensors alike
+    torch.testing.assert_close(grad_cam(net, stream(), classes=classes), whole)
+    assert seen == [2, 2, 2, 1]
+    with pytest.raises(ValueError, match="classes for 7 images"):
+        grad_cam(net, iter(torch.split(x, 2)), classes=classes[:6].tolist() + [0, 1])

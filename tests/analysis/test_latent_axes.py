@@ -1,10 +1,13 @@
+import gc
+import weakref
+
 import numpy as np
 import pytest
 import torch
 
-from medgan.analysis.latent_axes import (axis_cosines, class_balance_weights, discover_axes, fit_latent_axes,
-                                         sample_and_score, score_walk, single_finding_filter, walk_along_axis,
-                                         walk_likelihoods, walk_summary)
+from medgan.analysis.latent_axes import (AxisWalk, axis_cosines, class_balance_weights, discover_axes,
+                                         fit_latent_axes, sample_and_score, score_walk, single_finding_filter,
+                                         walk_along_axis, walk_likelihoods, walk_summary)
 
 
 def test_single_finding_filter():
@@ -72,15 +75,58 @@ def test_discover_axes_end_to_end_on_a_toy_generator():
     result = discover_axes(z, probs, ["normal", "a", "b"], min_images=5)
     assert result.found == {"normal": True, "a": True, "b": True}
     assert axis_cosines(result.axes[1:], planted[1:]).min() > 0.8
-    images, walk = walk_likelihoods(generate, score, np.zeros((2, d)), result.axes[1], [0, 1, 2, 3])
-    assert images.shape == (2, 4, 1, 4, d) and walk.shape == (2, 4, 3)
-    assert (np.diff(walk[:, :, 1], axis=1) > 0).all()
+    walked = walk_likelihoods(generate, score, np.zeros((2, d)), result.axes[1], [0, 1, 2, 3])
+    assert walked.images.shape == (2, 4, 1, 4, d) and walked.probabilities.shape == (2, 4, 3)
+    assert (np.diff(walked.probabilities[:, :, 1], axis=1) > 0).all()
     assert set(result.table().columns) == {"single-finding images", "axis fitted"}
 
 
 def test_walk_summary_correlations():
     steps = [0, 1, 2]
     probs = np.zeros((2, 3, 2)); probs[:, :, 1] = [[0.1, 0.5, 0.9], [0.0, 0.4, 0.8]]
-    table = walk_summary({"a": (None, probs)}, ["normal", "a"], steps, severity={"a": np.array([[0, .2, .5]] * 2)})
+    table = walk_summary({"a": AxisWalk(probabilities=probs, images=torch.zeros(0))}, ["normal", "a"], steps,
+                         severity={"a": np.array([[0, .2, .5]] * 2)})
     assert table.loc["a", "likelihood at end"] == pytest.approx(0.85)
     assert table.loc["a", "Spearman(step, likelihood)"] > 0.8 and table.loc["a", "Spearman(step, severity)"] > 0.8
+
+
+# --- streaming (issue 14, part 3): a batch is scored and freed before the next is made ---------
+def _tracking_scorer(seen):
+    def score(images):
+        gc.collect()
+        seen.append(sum(r() is not None for r in seen_refs))  # batches handed over earlier, still alive
+        seen_refs.append(weakref.ref(images))
+        return torch.sigmoid(images.flatten(1)[:, :2]).double().numpy()
+    seen_refs = []
+    return score
+
+
+def generate_toy(z):
+    return torch.tanh(z)[:, None, None, :].expand(-1, 1, 3, z.shape[1]).contiguous()
+
+
+def test_sample_and_score_streams_batches():
+    alive = []
+    z, probs = sample_and_score(generate_toy, _tracking_scorer(alive), z_dim=4, n=40, batch_size=4, seed=1)
+    assert z.shape == (40, 4) and probs.shape == (40, 2)
+    assert len(alive) == 10 and max(alive) == 0
+
+
+def test_walks_stream_and_keep_only_the_first_starts_images():
+    alive, severity_calls = [], []
+    starts = np.random.default_rng(0).normal(size=(6, 4))
+    axis = np.eye(4)[1]
+
+    def severity(images):
+        severity_calls.append(len(images))
+        return images.flatten(1)[:, 1:2].double().numpy()
+
+    walked = walk_likelihoods(generate_toy, _tracking_scorer(alive), starts, axis, [0, 1, 2], batch_size=4,
+                              keep_images=1, extra_scores={"severity": severity})
+    assert len(alive) == 5 and max(alive) == 0 and severity_calls == [4, 4, 4, 4, 2]  # 18 walked images
+    assert walked.images.shape == (1, 3, 1, 3, 4) and walked.probabilities.shape == (6, 3, 2)
+    assert walked.extra["severity"].shape == (6, 3, 1)
+    full = walk_likelihoods(generate_toy, lambda x: torch.sigmoid(x.flatten(1)[:, :2]).double().numpy(), starts, axis,
+                            [0, 1, 2], batch_size=64)
+    np.testing.assert_allclose(walked.probabilities, full.probabilities)
+    torch.testing.assert_close(walked.images[0], full.images[0])

@@ -1,3 +1,6 @@
+import gc
+import weakref
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -140,3 +143,66 @@ def test_evaluate_translations_reads_features_from_the_cache(tmp_path):
     extractor.images_seen = 0
     ts.evaluate_translations({"m": {"A->B": truth * 0.9}}, **kwargs)  # no cache_dir: everything computed again
     assert extractor.images_seen == 3 * 8
+
+
+def _toy_features(x):
+    return torch.as_tensor(x).flatten(1)[:, :8].double().numpy()
+
+
+def test_scorer_reduces_each_batch_at_once_and_keeps_no_batch_alive():
+    """Structural: after each batch is added, no tensor of any earlier batch is still referenced."""
+    scorer = ts.TranslationScorer(_toy_features, data_range=2.0, ssim_win_size=7, keep_worst=3)
+    alive, batches = [], []
+    for b in range(5):
+        truth = _images(n=4, seed=10 + b)
+        pred = (truth + (0.05 + 0.1 * b) * _images(n=4, seed=20 + b)).clamp(-1, 1)
+        subjects = [f"s{b}"] * 4
+        scorer.add("m", "A->B", pred, subjects=subjects, truth=truth, source=-truth)
+        batches.append((pred.clone(), truth.clone(), subjects))
+        alive += [weakref.ref(pred), weakref.ref(truth)]
+        del pred, truth
+        gc.collect()
+        assert all(ref() is None for ref in alive), "the scorer kept a batch"
+    real = _images(n=8, seed=99)
+    scorer.set_reference("A->B", _toy_features(real), [f"r{i // 2}" for i in range(8)])
+    streamed = scorer.evaluate(n_boot=50, fid_n_boot=10)
+    # the same numbers as scoring all images at once
+    pred, truth = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    subjects = [s for b in batches for s in b[2]]
+    whole = ts.evaluate_translations({"m": {"A->B": pred}}, sources={"A->B": -truth}, subjects={"A->B": subjects},
+                                     truths={"A->B": truth}, real_targets={"A->B": (real, [f"r{i // 2}" for i in range(8)])},
+                                     features=_toy_features, data_range=2.0, ssim_win_size=7, n_boot=50, fid_n_boot=10)
+    pd.testing.assert_frame_equal(streamed.per_image, whole.per_image[whole.per_image.method == "m"])
+    pd.testing.assert_frame_equal(streamed.summary, whole.summary[whole.summary.method == "m"].reset_index(drop=True))
+    # the kept worst images are the three lowest-SSIM ones, copied out of their batches
+    worst = streamed.worst[("m", "A->B")]
+    expected = whole.per_image[whole.per_image.method == "m"].nsmallest(3, "ssim")
+    assert worst.rows["index"].tolist() == expected["index"].tolist()
+    assert torch.equal(worst.prediction, pred[expected["index"].tolist()])
+    assert torch.equal(worst.source, -truth[expected["index"].tolist()])
+
+
+def test_dataset_features_read_no_item_on_a_cache_hit(tmp_path):
+    class Items(torch.utils.data.Dataset):
+        reads = 0
+
+        def __init__(self):
+            self.images = _images(n=6, seed=3)
+
+        def __len__(self):
+            return len(self.images)
+
+        def __getitem__(self, i):
+            Items.reads += 1
+            return {"image": self.images[i]}
+
+        def fingerprint(self):
+            return "items-v1"
+
+    torch.manual_seed(0)
+    extractor, dataset = _CountingExtractor(), Items()
+    first = ts.dataset_features(extractor, dataset, batch_size=4, cache_dir=tmp_path)
+    assert first.shape == (6, 6) and Items.reads == 6 and extractor.images_seen == 6
+    again = ts.dataset_features(extractor, dataset, batch_size=4, cache_dir=tmp_path)
+    assert Items.reads == 6 and extractor.images_seen == 6  # the stream was never opened
+    np.testing.assert_array_equal(first, again)

@@ -8,6 +8,7 @@ from medgan.data.base import DataError
 from medgan.data.chest_xray import (FINDING_SPELLINGS, FINDINGS, ChestXray, match_findings, parse_findings,
                                     percentile_to_8bit, read_radiograph)
 from medgan.data.dicom import write_slice
+from medgan.data.transforms import resize
 
 
 def test_monochrome1_is_inverted_to_match_monochrome2(tmp_path):
@@ -191,3 +192,46 @@ def test_palette_png_radiographs_read_through_the_palette(tmp_path):
     (tmp_path / "Data_Entry.csv").write_text("Image Index,Finding Labels,Patient ID\na.png,No Finding,1\nb.png,No Finding,2\n")
     dataset = ChestXray(tmp_path, image_size=24)
     np.testing.assert_array_equal(dataset.records[0]["image"], dataset.records[1]["image"])  # a.png, b.png
+
+
+# ---------------------------------------------------------------- item store (issue 14, part 1)
+def test_pixels_are_decoded_once_into_the_work_dir_and_rows_carry_the_labels(make_phantom, monkeypatch, tmp_path):
+    import medgan.data.chest_xray as module
+
+    monkeypatch.setenv("MEDGAN_WORKDIR", str(tmp_path / "work"))
+    root = make_phantom("cxr")
+    reads = []
+    original = module.read_radiograph
+    monkeypatch.setattr(module, "read_radiograph", lambda path, **kw: reads.append(path) or original(path, **kw))
+    first = ChestXray(root, image_size=16, with_masks=True)
+    assert len(reads) == len(first) and first.store.folder.is_relative_to(tmp_path / "work")
+    second = ChestXray(root, image_size=16, with_masks=True)
+    assert len(reads) == len(first) and second.store.folder == first.store.folder  # read back, not decoded again
+    assert ChestXray(root, image_size=8).store.folder != first.store.folder  # another setting, another store
+    # labels and metadata come from the rows; items match the decode chain
+    i = 3
+    item = second[i]
+    np.testing.assert_array_equal(second.labels[i], item["label"].numpy())
+    assert second.rows[i]["meta"] == item["meta"] and item["mask"].dtype == item["image"].dtype
+    path = sorted((root / "images").iterdir())[0]  # the CSV's first row
+    expected = resize(original(path, low_percentile=0.0, high_percentile=99.0, normalise_png=False), 16)[None] / 127.5 - 1
+    np.testing.assert_allclose(second[0]["image"].numpy(), expected, atol=1e-6)
+
+
+def test_parallel_decoding_writes_the_same_store(make_phantom, monkeypatch, tmp_path):
+    root = make_phantom("cxr")
+    contents = []
+    for workers in (0, 2):
+        monkeypatch.setenv("MEDGAN_WORKDIR", str(tmp_path / f"work-{workers}"))
+        contents.append(ChestXray(root, image_size=16, with_masks=True, num_workers=workers).store.content)
+    assert contents[0] == contents[1]
+
+
+def test_the_chestxray14_labels_file_is_found_by_its_release_name(tmp_path):
+    from medgan.data.chest_xray import find_labels_csv
+    (tmp_path / "Data_Entry_2017_v2020.csv").write_text("x\n")
+    assert find_labels_csv(tmp_path, "Data_Entry.csv").name == "Data_Entry_2017_v2020.csv"
+    (tmp_path / "Data_Entry_2017.csv").write_text("x\n")
+    with pytest.raises(DataError, match="are all present; set data.labels_csv"):
+        find_labels_csv(tmp_path, "Data_Entry.csv")
+    assert find_labels_csv(tmp_path, "Data_Entry_2017.csv").name == "Data_Entry_2017.csv"

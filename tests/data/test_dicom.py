@@ -100,6 +100,23 @@ def test_find_series_by_modality_and_mixed_folder(tmp_path):
         find_series(tmp_path, modality="CT")
 
 
+def test_find_series_reads_headers_only(tmp_path, monkeypatch):
+    # indexing a dataset never decodes pixels: a slice whose pixel data is cut short is still indexed
+    # (load_series reports it), and no pixel array is ever built
+    paths = _ct_series(tmp_path / "s", [np.zeros((16, 16), np.float32)] * 3)
+    paths[1].write_bytes(paths[1].read_bytes()[:-64])
+
+    def no_pixels(self):
+        raise AssertionError("pixel data decoded while indexing")
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(no_pixels))
+    for progress in (False, True):
+        found = find_series(tmp_path, modality="CT", progress=progress)
+        assert len(found) == 1 and sorted(found[0].files) == sorted(paths)
+    monkeypatch.undo()
+    with pytest.raises(DataError, match=r"im001\.dcm: PixelData"):
+        load_series(found[0].files)
+
+
 def _pet_dataset(**overrides):
     ds = Dataset()
     ds.Units = "BQML"

@@ -7,7 +7,7 @@ import pytest
 
 from medgan.data.base import DataError
 from medgan.data.dicom import load_series, write_slice
-from medgan.data.nifti import load_nifti, read_nifti, write_nifti
+from medgan.data.nifti import load_nifti, nifti_shape, read_nifti, write_nifti
 
 SPACING = (2.5, 1.0, 1.5)  # z, y, x in mm
 ORIGIN = (-10.0, 4.0, 30.0)  # world x, y, z of voxel 0
@@ -82,3 +82,12 @@ def test_broken_geometry_and_shapes_are_named(tmp_path, volume):
         load_nifti(path)
     with pytest.raises(DataError, match=r"absent.nii.gz: NIfTI file not found"):
         load_nifti(tmp_path / "absent.nii.gz")
+
+
+def test_shape_is_read_from_the_header_alone(tmp_path, volume):
+    path = write_nifti(tmp_path / "a.nii.gz", volume, SPACING)
+    assert nifti_shape(path) == (3, 4, 5)  # stored x, y, z
+    raw = path.read_bytes()
+    path.write_bytes(raw[:200])  # the header cut short
+    with pytest.raises(DataError, match=r"a.nii.gz: unreadable NIfTI header"):
+        nifti_shape(path)

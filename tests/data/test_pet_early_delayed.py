@@ -1,4 +1,4 @@
-"""PET early/delayed pairing by world geometry (NIfTI as DICOM), and a content-keyed decode cache."""
+"""PET early/delayed pairing by world geometry (NIfTI as DICOM), and the item store the patients are decoded into."""
 
 import os
 import shutil
@@ -8,8 +8,9 @@ import numpy as np
 import pydicom
 import pytest
 
+from medgan.data import pet_early_delayed as pet_module
 from medgan.data.base import DataError
-from medgan.data.nifti import load_nifti
+from medgan.data.nifti import load_nifti, read_nifti, write_nifti
 from medgan.data.pet_early_delayed import PETEarlyDelayed
 
 
@@ -42,8 +43,8 @@ def test_delayed_stored_reversed_pairs_with_the_right_early_slices(phantom_copy,
         affine[:3, axis] *= -1
     _restore(path, data, affine, like=path)
     assert not np.array_equal(np.asarray(nib.load(str(path)).dataobj), original)  # stored differently
-    reference = PETEarlyDelayed(reference_root, cache=False)
-    reordered = PETEarlyDelayed(root, cache=False)
+    reference = PETEarlyDelayed(reference_root)
+    reordered = PETEarlyDelayed(root)
     subject = reference.records[0]["subject"]
     expected, got = _items(reference, subject), _items(reordered, subject)
     assert len(expected) == len(got) > 1
@@ -64,8 +65,8 @@ def test_delayed_origin_30mm_higher_is_refused_naming_both_files(phantom_copy):
     pattern = (r"(s-[0-9a-f]+): early and delayed slice positions/spacing differ .*30.0 mm apart.* between "
                r"\1/early/PET.nii.gz and \1/delayed/PET.nii.gz")
     with pytest.raises(DataError, match=pattern):
-        PETEarlyDelayed(root, cache=False)
-    dataset = PETEarlyDelayed(root, cache=False, skip_bad=True)
+        PETEarlyDelayed(root)
+    dataset = PETEarlyDelayed(root, skip_bad=True)
     assert dataset.bad_input.count == 1 and len(dataset.subjects) == len(_patients(root)) - 1
 
 
@@ -77,66 +78,68 @@ def test_dicom_delayed_series_shifted_names_both_series(phantom_copy):
         ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], float(ds.ImagePositionPatient[2]) + 30.0]
         ds.save_as(path)
     with pytest.raises(DataError, match=r"30.0 mm apart.* between (s-[0-9a-f]+)/early.* and \1/delayed"):
-        PETEarlyDelayed(root, cache=False)
+        PETEarlyDelayed(root)
 
 
-def _same_size_same_mtime_rewrite(path, new_bytes):
-    stat = path.stat()
-    assert len(new_bytes) == stat.st_size
-    path.write_bytes(new_bytes)
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
-
-
-def test_cache_is_keyed_on_content_not_size_and_mtime_nifti(phantom_copy):
+def test_store_is_reused_and_rebuilt_when_a_file_changes(phantom_copy, monkeypatch):
     root = phantom_copy("pet", file_format="nifti")
     patient = _patients(root)[0]
-    gz = patient / "delayed" / "PET.nii.gz"
-    plain = gz.with_suffix("")  # uncompressed, so a rewrite with other pixels keeps the size
-    image = nib.load(str(gz))
-    nib.save(nib.Nifti1Image(np.asarray(image.dataobj), image.affine, image.header.copy()), str(plain))
-    gz.unlink()
-    first = PETEarlyDelayed(root)  # fills the cache
-    subject = first.records[0]["subject"]
-    raw = bytearray(plain.read_bytes())
-    offset = nib.load(str(plain)).dataobj.offset  # where the voxels start (vox_offset 0 means 352)
-    voxels = np.frombuffer(bytes(raw[offset:]), dtype=image.get_data_dtype()).copy()
-    voxels[:] = voxels[::-1]  # other pixels, same bytes count
-    raw[offset:] = voxels.tobytes()
-    _same_size_same_mtime_rewrite(plain, bytes(raw))
-    again = PETEarlyDelayed(root)
-    fresh = PETEarlyDelayed(root, cache=False)
+    first = PETEarlyDelayed(root)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("decoded again although no file changed")
+    with monkeypatch.context() as patch:
+        patch.setattr(pet_module, "read_phase", refuse)
+        again = PETEarlyDelayed(root)  # the store is read back: nothing decoded
+        assert again.fingerprint() == first.fingerprint()
+        assert [r["meta"] for r in again.rows] == [r["meta"] for r in first.rows]
+        # the other split reads the same store
+        PETEarlyDelayed(root, split="test")
+    subject = first.rows[0]["subject"]
+    path = patient / "delayed" / "PET.nii.gz"
+    values, spacing = read_nifti(path)
+    write_nifti(path, values[:, ::-1].copy(), spacing)  # other pixels: a new size or modification time
+    changed = PETEarlyDelayed(root)
+    assert changed.fingerprint() != first.fingerprint()
     old = np.stack([r["target"] for r in first.records if r["subject"] == subject])
-    new = np.stack([r["target"] for r in again.records if r["subject"] == subject])
-    want = np.stack([r["target"] for r in fresh.records if r["subject"] == subject])
-    assert not np.array_equal(new, old) and np.array_equal(new, want)
+    new = np.stack([r["target"] for r in changed.records if r["subject"] == subject])
+    assert not np.array_equal(new, old)
+    # nothing of the store is written inside the data root
+    assert not [p for p in root.rglob("*") if "items" in p.parts or p.suffix == ".bin"]
 
 
-def test_cache_is_keyed_on_content_dicom(phantom_copy):
+def test_workers_decode_with_the_salt_in_effect(phantom_copy):
+    """A DICOM PatientID is keyed in the worker process with the data root's salt, as in this process."""
+    in_process = PETEarlyDelayed(phantom_copy("pet"), salt="site-salt-a")
+    workers = PETEarlyDelayed(phantom_copy("pet"), salt="site-salt-a", num_workers=2)
+    other_salt = PETEarlyDelayed(phantom_copy("pet"), salt="site-salt-b")
+    assert [r["subject"] for r in workers.rows] == [r["subject"] for r in in_process.rows]
+    assert workers.fingerprint() == in_process.fingerprint()
+    assert set(in_process.subjects).isdisjoint(other_salt.subjects)
+    patient_ids = {p.name for p in _patients(phantom_copy("pet"))}
+    assert not patient_ids & set(in_process.subjects)
+
+
+def test_split_is_by_patient_and_ordered_by_subject_then_z(phantom_copy):
     root = phantom_copy("pet")
-    patient = _patients(root)[0]
-    first = PETEarlyDelayed(root)
-    victim = sorted((patient / "delayed").rglob("*.dcm"))[len(first.records) // 8]
-    ds = pydicom.dcmread(victim)
-    ds.PixelData = ds.pixel_array[::-1].copy().tobytes()  # same size, other pixels
-    tmp = victim.with_name("rewritten.tmp")
-    ds.save_as(tmp)
-    new_bytes = tmp.read_bytes()
-    tmp.unlink()
-    _same_size_same_mtime_rewrite(victim, new_bytes)
-    again, fresh = PETEarlyDelayed(root), PETEarlyDelayed(root, cache=False)
-    assert again.fingerprint() == fresh.fingerprint() != first.fingerprint()
+    full = PETEarlyDelayed(root)
+    train, test = PETEarlyDelayed(root, split="train"), PETEarlyDelayed(root, split="test")
+    assert set(train.subjects).isdisjoint(test.subjects) and len(train) + len(test) == len(full)
+    for ds in (full, train, test):
+        keys = [(r["subject"], r["meta"]["z_mm"]) for r in ds.rows]
+        assert keys == sorted(keys)
 
 
-def test_damaged_cache_entry_is_decoded_again(phantom_copy):
-    from medgan.config import dataset_work_dir
+def test_skipped_patients_are_counted_again_when_the_store_is_reused(phantom_copy):
     root = phantom_copy("pet", file_format="nifti")
-    first = PETEarlyDelayed(root)
-    entries = sorted((dataset_work_dir(root) / "cache").glob("pet-*.npz"))
-    assert entries
-    for entry in entries:
-        entry.write_bytes(b"not an npz")
-    assert PETEarlyDelayed(root).fingerprint() == first.fingerprint()
+    (_patients(root)[0] / "delayed" / "PET.json").write_text("[]")
+    first = PETEarlyDelayed(root, skip_bad=True)
+    again = PETEarlyDelayed(root, skip_bad=True)
+    assert first.bad_input.count == again.bad_input.count == 1
+    assert again.bad_input.skipped == first.bad_input.skipped
+    assert "expected a JSON object" in again.bad_input.skipped[0][1]
+    with pytest.raises(DataError, match=r"delayed/PET.json: expected a JSON object"):
+        PETEarlyDelayed(root)  # not skipping: the stored skip is an error again
 
 
 def test_unreadable_phase_folder_is_named(phantom_copy, monkeypatch):
@@ -173,8 +176,8 @@ def test_sidecar_problems_are_data_errors_naming_the_field(phantom_copy):
     for payload, message in cases:
         sidecar.write_bytes(payload)
         with pytest.raises(DataError, match=rf"delayed/PET.json: {message}"):
-            PETEarlyDelayed(root, cache=False)
-    dataset = PETEarlyDelayed(root, cache=False, skip_bad=True)
+            PETEarlyDelayed(root)
+    dataset = PETEarlyDelayed(root, skip_bad=True)
     assert dataset.bad_input.count == 1 and len(dataset.subjects) == len(_patients(root)) - 1
 
 
@@ -186,6 +189,6 @@ def test_a_patient_with_one_phase_in_each_format_is_refused(phantom_copy):
     shutil.rmtree(patient / "delayed")
     shutil.copytree(nifti_root / patient.name / "delayed", patient / "delayed")
     with pytest.raises(DataError, match=r"early is DICOM .* and delayed is NIfTI .*one format"):
-        PETEarlyDelayed(root, cache=False)
-    dataset = PETEarlyDelayed(root, cache=False, skip_bad=True)
+        PETEarlyDelayed(root)
+    dataset = PETEarlyDelayed(root, skip_bad=True)
     assert dataset.bad_input.count == 1 and len(dataset.subjects) == len(_patients(root)) - 1

@@ -3,10 +3,14 @@ the claims and headlines follow the numbers."""
 
 import dataclasses
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 import medgan
+from medgan.data import phantoms
+from medgan.data.brain_ct_mri import BrainCTMRI
 from medgan.studies import available, build_job, run_job
 from medgan.studies.brain_ct_mri_cyclegan import data as study_data
 from medgan.studies.brain_ct_mri_cyclegan import evaluation, figures, jobs, paper
@@ -32,8 +36,29 @@ def test_profiles_load_and_paper_profile_is_the_paper_setup():
     # the paper's rounded counts are the reference code's
     for model in ("resnet", "unet"):
         assert round(arch.loc[model, "reference code, 3ch w64 (M)"], 1) == arch.loc[model, "paper reports (M)"]
-    for profile in ("smoke", "default"):
+    for profile in ("smoke", "default", "rehearse"):
         medgan.config.load_params(NB, profile)
+
+
+def test_rehearsal_keeps_the_papers_images_and_networks_and_cuts_only_counts(tmp_path):
+    paper_params, rehearse = medgan.config.load_params(NB, "paper"), medgan.config.load_params(NB, "rehearse")
+    for key in ("data.image_size", "models", "discriminator", "train.batch_size", "train.lr", "data.num_workers"):
+        section_p, section_r = paper_params, rehearse
+        for part in key.split("."):
+            section_p, section_r = section_p[part], section_r[part]
+        assert section_p == section_r, key
+    cuts = {c["parameter"] for c in medgan.config.rehearsal_cuts(NB)}
+    assert cuts <= {"data.phantom.paper_size", "data.phantom.n_train_subjects", "data.phantom.n_test_subjects",
+                    "data.phantom.slices_per_subject", "train.epochs", "eval.domain_cnn.epochs"}
+    # the paper-size phantom: 256-px PNGs in the Kaggle layout, the truth beside them
+    options = phantoms.resolve_options("brain", rehearse.data.phantom.to_dict())
+    assert options["image_size"] == paper_params.data.image_size == 256
+    root = phantoms.ensure("brain", root=tmp_path, **rehearse.data.phantom.to_dict())
+    image = np.array(Image.open(next((root / "Dataset" / "images" / "trainA").iterdir())))
+    assert image.shape == (256, 256) and image.dtype == np.uint8
+    test_a = BrainCTMRI(root, domain="A", part="test", image_size=256, with_truth=True, progress=False)
+    assert test_a[0]["image"].shape == test_a[0]["target"].shape == (1, 256, 256)
+    assert jobs.total_steps(rehearse, len(test_a), len(test_a)) == rehearse.train.epochs * len(test_a)
 
 
 def test_jobs_have_no_hand_built_fingerprint_and_are_keyed_by_total_steps(tmp_path, params):
@@ -57,19 +82,30 @@ def test_study_trains_translates_and_scores(tmp_path, params):
     results = {m: run_job(built[m], tmp_path / m, progress=False) for m in built}
     assert all(r.step == 2 and r.run_dir.parent == tmp_path / m for m, r in results.items())
     assert list(jobs.training_summary(built, results).index) == ["resnet", "unet"]
-    out = evaluation.translate_test_sets({m: j.step for m, j in built.items()}, data, params)
-    n = len(data.test_a)
-    assert set(out.predictions) == {*evaluation.trained_labels(params), evaluation.UNTRAINED}
+    extractor = evaluation.feature_extractor(data, params)
+    cache = tmp_path / "feature-cache"
+    steps = {m: j.step for m, j in built.items()}
+    out, ev = evaluation.translate_and_score(steps, data, extractor, params, cache_dir=cache)
+    n = min(params.eval.grid_n, len(data.test_a))
+    assert set(out.predictions) == set(evaluation.trained_labels(params))  # the untrained baseline is scored, not shown
     for by_direction in out.predictions.values():
         assert by_direction["CT→MRI"].shape == (n, 1, params.data.image_size, params.data.image_size)
     rows = figures.translation_rows(out, "MRI→CT", n=2)
     assert list(rows)[0] == "MRI (input)" and list(rows)[-1] == "true CT"
-    extractor = evaluation.feature_extractor(data, params)
-    cache = tmp_path / "feature-cache"
-    ev = evaluation.score_translations(out, extractor, params, cache_dir=cache)
-    assert any(cache.rglob("*")), "the feature cache was not written"
-    again = evaluation.score_translations(out, extractor, params, cache_dir=cache)
+    # every test image was scored, batch by batch, though only the grid's images were kept
+    per_image = ev.per_image.groupby(["method", "direction"]).size()
+    assert set(per_image.loc[(slice(None), "CT→MRI")]) == {len(data.test_a)}
+    assert evaluation.UNTRAINED in set(ev.per_image["method"])
+    cached = sorted(cache.rglob("*"))
+    assert cached, "the feature cache was not written"
+    _, again = evaluation.translate_and_score(steps, data, extractor, params, cache_dir=cache)
+    assert sorted(cache.rglob("*")) == cached  # the real sets' features were read back
     pd.testing.assert_frame_equal(ev.summary, again.summary)
+    worst = ev.worst[(evaluation.trained_labels(params)[0], "CT→MRI")]
+    assert len(worst.rows) == min(params.eval.worst_k, len(data.test_a))
+    assert worst.rows["ssim"].tolist() == sorted(ev.per_image.query(
+        "method == @worst.rows.method[0] and direction == 'CT→MRI'")["ssim"])[:len(worst.rows)]
+    assert len(list(figures.worst_case_figures(ev, out, params))) == 4
     assert set(ev.summary["method"]) >= {*evaluation.trained_labels(params), "identity", evaluation.REAL_TRAIN}
     assert len(evaluation.score_tables(ev, params)) == 4
     assert len(evaluation.generator_comparisons(ev, params, data.directions)) == 2

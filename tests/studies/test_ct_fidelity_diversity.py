@@ -4,16 +4,22 @@ phantom, and the claims and headlines follow the numbers."""
 import inspect
 
 import pandas as pd
+import pydicom
 import pytest
+import torch
 
 from medgan.analysis import generative_scores as gs
-from medgan.config import load_params
+from medgan.config import load_params, resolve_profile
+from medgan.data.nsclc_radiomics import NSCLCRadiomics
+from medgan.data.phantoms import chest_ct, ensure, resolve_options
 from medgan.models.blocks import count_parameters
 from medgan.models.dcgan import DCGANConfig, build_dcgan
 from medgan.models.pggan import PGGANConfig, build_pggan
 from medgan.reports import Claim, Headline
 from medgan.studies import available, build_job
 from medgan.studies.ct_fidelity_diversity import data, evaluation, jobs, paper
+from medgan.train import dcgan as dcgan_training
+from medgan.train import pggan as pggan_training
 
 NB = "02_ct_fidelity_diversity"
 
@@ -53,10 +59,42 @@ def test_model_sizes_at_128px_and_the_architecture_table():
     assert (table["this profile"] < study).all()
 
 
-@pytest.mark.parametrize("profile", ["smoke", "default", "paper"])
+@pytest.mark.parametrize("profile", ["smoke", "default", "paper", "rehearse"])
 def test_profiles_are_consistent(profile):
     P = load_params(NB, profile)
     assert P.dcgan.model.image_size == P.data.image_size == P.pggan.model.resolution
+    assert isinstance(P.data.num_workers, int) and P.data.num_workers >= 0
+
+
+def test_rehearsal_keeps_the_paper_sizes_and_cuts_only_counts():
+    paper, rehearse = load_params(NB, "paper"), load_params(NB, "rehearse")
+    for section in ("dcgan", "pggan"):
+        assert getattr(rehearse, section).model.to_dict() == getattr(paper, section).model.to_dict()
+        assert getattr(rehearse, section).batch_size == getattr(paper, section).batch_size
+        assert 0 < getattr(rehearse, section).steps < getattr(paper, section).steps
+    assert rehearse.data.to_dict() | {"phantom": None} == paper.data.to_dict() | {"phantom": None}
+    assert rehearse.features.extractor == paper.features.extractor and list(rehearse.eval.seeds) == [0, 1, 2]
+    options = resolve_options("chest_ct", rehearse.data.phantom.to_dict())
+    assert options["image_size"] == 512 and options["n_subjects"] < 30
+    # enough training patients' slices for one DCGAN batch of the paper's size (half the patients train)
+    assert options["n_subjects"] // 2 * options["n_slices"] >= paper.dcgan.batch_size
+
+
+def test_paper_size_phantom_is_the_scans_geometry_in_dicom_series(tmp_path):
+    paper = resolve_profile(NB, "paper")
+    options = chest_ct.paper_size(paper)
+    assert options["image_size"] == 512 and options["image_size"] >= paper["data"]["crop_size"]
+    assert options["n_subjects"] < 30
+    root = ensure("chest_ct", root=tmp_path, **{**options, "n_subjects": 2, "n_slices": 3})  # 2 x 3 slices: fast
+    slices = sorted((root / "NSCLC-Radiomics").rglob("*.dcm"))
+    assert len(slices) == 6
+    header = pydicom.dcmread(slices[0], stop_before_pixels=True)
+    assert (header.Rows, header.Columns) == (512, 512) and header.Modality == "CT"
+    assert float(header.PixelSpacing[0]) == options["pixel_spacing_mm"]
+    ds = NSCLCRadiomics(root, crop_size=paper["data"]["crop_size"], image_size=paper["data"]["image_size"])
+    assert ds.records[0]["image"].shape == (1, 128, 128) and len(ds) == 6
+    with pytest.raises(ValueError, match="crop_size"):
+        chest_ct.paper_size({"data": {"crop_size": 600, "phantom": {"image_size": 512}}})
 
 
 def test_jobs_build_on_the_smoke_phantom():
@@ -68,8 +106,9 @@ def test_jobs_build_on_the_smoke_phantom():
     assert item["image"].shape == (1, 16, 16) and -1 <= item["image"].min() and item["image"].max() <= 1
     dc = build_job(NB, "dcgan", P)
     assert "fingerprint" not in dc.options  # the engine fingerprints the run itself
+    assert dc.options["num_workers"] == job.options["num_workers"] == P.data.num_workers
     assert dc.dataset.fingerprint() == job.dataset.fingerprint()
-    other = data.TrainingSlices(dc.dataset.images.flip(0), dc.dataset.labels[::-1])
+    other = data.TrainingSlices(data.load_data(P).test)
     assert other.fingerprint() != dc.dataset.fingerprint()
     with pytest.raises(ValueError, match="data.image_size"):
         build_job(NB, "dcgan", load_params(NB, "smoke", {"dcgan.model.image_size": 32}))
@@ -140,3 +179,43 @@ def test_headlines_are_ours_beside_the_paper():
     by_label = {h.label: h for h in heads}
     assert by_label["PGGAN FID"].ours == pytest.approx(42.1) and by_label["PGGAN FID"].paper == 6.79
     assert by_label["DCGAN FID"].paper == 120.75 and "toy" in by_label["DCGAN FID"].note
+
+
+class _ToyExtractor(torch.nn.Module):
+    name = "toy"
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(16 * 16, 8)
+
+    def forward(self, x):
+        f = self.lin(x.flatten(1))
+        return f, f[:, :2]
+
+
+def test_scoring_streams_the_slices_and_remakes_only_the_images_shown(monkeypatch):
+    P = load_params(NB, "smoke", {"eval.n_generated": 20, "eval.batch_size": 8, "eval.nn_grid": 3,
+                                  "eval.embedding_points": 10})
+    ct = data.load_data(P)
+    whole_split = []
+    real_images = data.CTData.images
+
+    def images(self, split, indices=None):  # a whole split in memory is the extractor's training set only
+        whole_split.append(indices is None)
+        return real_images(self, split, indices)
+    monkeypatch.setattr(data.CTData, "images", images)
+    torch.manual_seed(0)
+    gens = {"DCGAN": {"fn": dcgan_training.untrained_generator(jobs.dcgan_config(P)), "z_dim": P.dcgan.model.z_dim},
+            "PGGAN": {"fn": pggan_training.untrained_generator(jobs.pggan_config(P)), "z_dim": P.pggan.model.z_dim}}
+    res = evaluation.score(P, ct, gens, _ToyExtractor(), cache_dir=None)
+    assert [len(f) for f, _ in res.rows["DCGAN"]] == [20] * len(P.eval.seeds) and len(res.reference[0]) == 20
+    assert res.images["DCGAN"].shape[0] == evaluation.SHOWN_IMAGES
+    feats, imgs = evaluation.embedding_sets(P, ct, gens, res, "DCGAN")
+    assert len(feats["Real"]) == len(imgs["Real"]) == len(imgs["DCGAN"]) == 10
+    torch.testing.assert_close(imgs["DCGAN"][:10], res.images["DCGAN"][:10])  # remade: the same images
+    torch.testing.assert_close(imgs["Real"][0], ct.test[int(res.reference_index[0])]["image"])
+    audit = evaluation.memorisation_audit(P, ct, res, _ToyExtractor(), cache_dir=None)
+    pairs = evaluation.memorisation_examples(P, ct, gens, res, audit["DCGAN"], "DCGAN")
+    assert pairs["generated"].shape == (3, 1, 16, 16) and pairs["nearest_training"].shape == (3, 1, 16, 16)
+    assert list(pairs["distances"]) == sorted(audit["DCGAN"].nearest_train_distance)[:3]
+    assert whole_split == [False] * len(whole_split) and whole_split

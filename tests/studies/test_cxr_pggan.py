@@ -1,6 +1,8 @@
 """Study 5 on a tiny CXR phantom: patient splits, label views, severity truth, AnoGAN queries,
 its jobs, its figures, and its claims and headlines computed from the numbers."""
 
+from types import SimpleNamespace
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -12,12 +14,13 @@ import torch
 
 from medgan.analysis.anogan import ANOGAN, BASELINE, AnomalyEvaluation
 from medgan.analysis.classifier_fidelity import ThreeStepResult
+from medgan.analysis.latent_axes import LatentAxes
 from medgan.config import load_params
 from medgan.data import phantoms
 from medgan.studies import available, build_job
 from medgan.studies.cxr_pggan import data as cxr_data
 from medgan.studies.cxr_pggan import figures as F
-from medgan.studies.cxr_pggan import jobs, paper
+from medgan.studies.cxr_pggan import jobs, latent_walks, paper
 
 SMALL = {"data.phantom.n_patients": 60, "data.phantom.image_size": 32, "data.image_size": 16,
          "data.phantom.normal_fraction": 0.3}
@@ -52,20 +55,39 @@ def test_splits_are_by_patient_and_views_relabel(tiny):
     subjects = [set(getattr(data, s).subjects) for s in ("train", "val", "test")]
     assert not (subjects[0] & subjects[1]) and not (subjects[0] & subjects[2]) and not (subjects[1] & subjects[2])
     binary = cxr_data.binary_view(data.train)
-    assert {r["label"] for r in binary.records} <= {0, 1} and "mask" not in binary.records[0]
+    assert set(binary.label_array().tolist()) <= {0, 1} and "mask" not in binary[0]
+    np.testing.assert_array_equal(binary.label_array(), [r["meta"]["abnormal"] for r in data.train.rows])
     multi = cxr_data.multilabel_view(data.train)
-    labels = np.stack([r["label"] for r in multi.records])
+    labels = multi.label_array()
     assert labels.shape[1] == len(cxr_data.multilabel_names(P)) == 6
     # normal column is 1 exactly when no finding; untrained-only images are left out
-    assert all(not r["meta"]["other_findings"] for r in multi.records)
-    np.testing.assert_array_equal(labels[:, 0], 1 - np.array([r["meta"]["abnormal"] for r in multi.records]))
-    assert all(r["label"] == 0 for r in cxr_data.normal_view(data.train).records)
+    assert all(not r["meta"]["other_findings"] for r in multi.rows)
+    np.testing.assert_array_equal(labels[:, 0], 1 - np.array([r["meta"]["abnormal"] for r in multi.rows]))
+    item = multi[3]
+    assert item["label"].dtype == torch.float32 and torch.equal(item["label"], torch.from_numpy(labels[3]))
+    torch.testing.assert_close(item["image"], data.train[multi.indices[3]]["image"])  # pixels from the split's store
+    assert all(label == 0 for label in cxr_data.normal_view(data.train).label_array())
+
+
+def test_views_read_no_pixels_until_an_item_is_asked_for(tiny, monkeypatch):
+    P, data = tiny
+    reads = []
+    original = type(data.train.store).read_array
+    monkeypatch.setattr(type(data.train.store), "read_array",
+                        lambda store, key, index: reads.append(key) or original(store, key, index))
+    views = [cxr_data.binary_view(data.train), cxr_data.multilabel_view(data.train), cxr_data.normal_view(data.train),
+             cxr_data.severity_view(data.train, cxr_data.severity_table(data.root, data.findings))]
+    counts = data.counts()
+    assert reads == [] and counts.loc["train", "images"] == len(data.train)
+    assert all(len(v.fingerprint()) == 16 for v in views) and reads == []  # the engine's identity is free too
+    views[0][0]
+    assert reads == ["image"]  # a view drops the masks: they are never read
 
 
 def test_severity_truth_matches_labels(tiny):
     P, data = tiny
     table = cxr_data.severity_table(data.root, data.findings)
-    for r in data.train.records:
+    for r in data.train.rows:
         sev = table[r["subject"]]
         np.testing.assert_array_equal(sev > 0, np.asarray(r["label"]) > 0)
 
@@ -76,8 +98,13 @@ def test_anomaly_queries(tiny):
     assert len(q.images) == len(q.findings) == len(q.masks)
     normal = np.array(q.findings) == "normal"
     np.testing.assert_array_equal(q.abnormal, ~normal)
-    assert q.masks[normal].sum() == 0 and all(m.sum() > 0 for m in q.masks[~normal])
+    masks = q.masks[:]
+    assert masks[normal].sum() == 0 and all(m.sum() > 0 for m in masks[~normal])
     assert q.normal_val.shape[1:] == q.images.shape[1:] and q.normal_mean.shape == (1, *q.images.shape[1:])
+    assert q.images[[1, 0]].shape == (2, *q.images.shape[1:]) and torch.equal(q.images[[1, 0]][1], q.images[0])
+    normals = [i for i, r in enumerate(data.train.rows) if not r["meta"]["abnormal"]]
+    expected = torch.stack([data.train[i]["image"] for i in normals]).double().mean(0, keepdim=True).float()
+    torch.testing.assert_close(q.normal_mean, expected)
 
 
 def test_gradcam_cases_are_half_normal_with_masks(tiny):
@@ -140,8 +167,8 @@ def _evaluation(*, anogan_low=0.6, untrained=(0.8, 0.2), dice_low=0.01, anogan_s
                           axis=1)
     test = pd.DataFrame({"difference": [0.2, 0.1], "low": [0.05, dice_low], "high": [0.3, 0.2]},
                         index=["pixel AUROC", "Dice"])
-    return AnomalyEvaluation(summary=summary, detection=detection, thresholds={}, scores={}, maps={}, inversion=None,
-                             findings=np.array([]), localisation_test=test)
+    return AnomalyEvaluation(summary=summary, detection=detection, thresholds={}, scores={}, findings=np.array([]),
+                             localisation_test=test)
 
 
 def _axes(end=0.9):
@@ -186,3 +213,54 @@ def test_table6_comparison_puts_the_thesis_beside_ours():
     thesis = table["thesis (AnoGAN, radiologist reading)"]
     assert thesis.loc["all abnormal", "detected"] == 89 and thesis.loc["untrained findings (supervised CNN)", "n"] == 60
     assert table[f"ours ({ANOGAN}, threshold)"].loc["all abnormal", "rate"] == 0.7
+
+
+class _Bright(torch.nn.Module):
+    """z -> (B, 1, 16, 16) images whose brightness follows z[:, 0] (a stand-in PGGAN)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.tensor(0.9))
+
+    def forward(self, z):
+        return (self.gain * torch.tanh(z[:, :1, None, None])).expand(-1, 1, 16, 16)
+
+
+class _Scorer(torch.nn.Module):
+    def __init__(self, sharpness):
+        super().__init__()
+        self.sharpness = torch.nn.Parameter(torch.tensor(float(sharpness)))
+
+    def predict_proba(self, images):
+        return torch.sigmoid(self.sharpness * images.flatten(1).mean(1, keepdim=True))
+
+
+@pytest.mark.parametrize("sharpness, by_rank", [(20.0, 0), (0.01, 1)])
+def test_synthetic_training_set_is_written_to_disk_and_labelled(tiny, tmp_path, sharpness, by_rank):
+    _, data = tiny
+    P = load_params("05_cxr_pggan", "smoke", {**SMALL, "data.root": str(data.root), "fidelity.positive_above": 0.7,
+                                              "fidelity.negative_below": 0.3})  # the thesis's thresholds
+    real = cxr_data.binary_view(data.train)
+    dataset, info = jobs.synthetic_training_set(P, _Bright(), _Scorer(sharpness), z_dim=8, real_train=real,
+                                                image_dir=tmp_path)
+    assert dataset.store.folder.parent == tmp_path and (dataset.store.folder / "image.bin").is_file()
+    labels = np.array([r["label"] for r in dataset.rows])
+    assert info["labelled by rank instead (too few confident; 1 = yes)"] == by_rank
+    assert (labels == 0).sum() == info["kept normal"] >= 1 and (labels == 1).sum() == info["kept abnormal"] >= 1
+    counts = np.bincount(real.label_array(), minlength=2)
+    assert len(labels) <= counts.sum() and info["generated"] == P.fidelity.n_generate
+    brightness = np.array([dataset[i]["image"].mean().item() for i in range(len(dataset))])
+    assert brightness[labels == 1].min() > brightness[labels == 0].max()  # abnormal = the bright ones, either way
+
+
+def test_walk_without_a_finding_axis_walks_nothing(tiny):
+    P, _ = tiny
+    names = cxr_data.multilabel_names(P)
+    axes = LatentAxes(axes=np.full((len(names), 4), np.nan), class_names=names, counts=dict.fromkeys(names, 0),
+                      found={n: n == cxr_data.NORMAL for n in names}, kept=np.zeros(3, bool))
+    found = latent_walks.AxisDiscovery(latents=np.zeros((3, 4), np.float32), probabilities=np.zeros((3, len(names))),
+                                       axes=axes, class_names=names)  # no confident normal to start from either
+    walked = latent_walks.walk(P, SimpleNamespace(z_dim=4), found, classifier=None)
+    assert walked.walks == {} and len(walked.summary) == 0 and walked.starts.shape == (0, 4)
+    assert any(c.claim.startswith("(b) latent disease axes exist") and not c.supported
+               for c in paper.claims(_three(), walked.summary, False, _evaluation()))

@@ -4,13 +4,19 @@ paper's claims and headlines follow the numbers."""
 import math
 
 import pandas as pd
+import pydicom
 import pytest
 import torch
 
-from medgan.config import load_params
+from medgan.analysis import pet_uptake, translation_scores
+from medgan.config import load_params, rehearsal_cuts
+from medgan.data import phantoms
+from medgan.data.base import subjects_of
+from medgan.data.pet_early_delayed import PETEarlyDelayed
 from medgan.studies import build_job
 from medgan.studies.pet_early_to_delayed import data, evaluation, figures, paper
 from medgan.studies.pet_early_to_delayed.jobs import NOTEBOOK
+from medgan.train.cyclegan import translate
 
 
 @pytest.fixture(scope="module")
@@ -89,16 +95,71 @@ def test_grid_rows_show_every_prediction_and_its_error():
 def test_evaluation_scores_every_method_and_reuses_cached_features(P, tmp_path):
     jobs = {model: build_job(NOTEBOOK, model, P) for model in ("pix2pix", "cyclegan")}  # untrained is enough here
     pet = data.load_data(P)
-    out = evaluation.translate_test(jobs, pet, P)
-    assert set(out.predictions) == {"Pix2pix", "CycleGAN"} and out.masks is not None
-    first = evaluation.evaluate(out, pet, P, cache_dir=tmp_path)
+    first = evaluation.evaluate(jobs, pet, P, cache_dir=tmp_path)
+    assert set(first.samples.predictions) == {"Pix2pix", "CycleGAN"} and first.samples.masks is not None
+    assert len(first.samples.sources) == min(P.eval.grid_n, len(pet.test))
     cached = sorted(tmp_path.rglob("*.npz"))
     assert cached  # the features went through the cache
-    second = evaluation.evaluate(out, pet, P, cache_dir=tmp_path)
+    second = evaluation.evaluate(jobs, pet, P, cache_dir=tmp_path)
     assert sorted(tmp_path.rglob("*.npz")) == cached  # nothing new computed on the second run
     pd.testing.assert_frame_equal(first.evaluation.summary, second.evaluation.summary)
     assert set(first.evaluation.summary["method"]) == set(first.methods)
-    assert list(evaluation.psnr_by_declared_range(first, out, P).index) == list(first.predictions)
-    summary, per_patient = evaluation.tumour_uptake(first, out, P)
+    per_method = first.evaluation.per_image.groupby("method").size()
+    assert set(per_method) == {len(pet.test)}  # every test slice scored, batch by batch
+    assert list(first.psnr_by_range.index) == first.methods[:-1]  # the models and the scaled identity
+    summary, per_patient = first.tumours
     # one summary row per method with a tumour in the test patients (the smoke split may hold none)
-    assert set(summary.index) == set(per_patient.get("method", [])) <= set(first.predictions)
+    assert set(summary.index) == set(per_patient.get("method", [])) <= set(first.methods)
+    assert len(figures.worst_case_grids(first)) == 2
+
+
+def test_streamed_scores_equal_the_scores_of_the_whole_test_set_at_once(P):
+    """Batch by batch (batch size 3) gives the numbers of the in-memory functions on all slices."""
+    jobs = {model: build_job(NOTEBOOK, model, P) for model in ("pix2pix", "cyclegan")}
+    pet = data.load_data(P)
+    small = load_params(NOTEBOOK, "smoke", {"eval.batch_size": 3})
+    streamed = evaluation.evaluate(jobs, pet, small)
+    early = data.read_images(pet.test, range(len(pet.test)))
+    delayed = data.read_images(pet.test, range(len(pet.test)), "target")
+    masks = data.read_images(pet.test, range(len(pet.test)), "mask")
+    train = range(len(pet.train))
+    ratio = pet_uptake.uptake_ratio(data.read_images(pet.train, train), data.read_images(pet.train, train, "target"),
+                                    suv_max=P.data.suv_max)
+    assert streamed.uptake_ratio == pytest.approx(ratio, rel=1e-5)
+    with torch.no_grad():
+        predictions = {label: translate(jobs[model].step.nets[evaluation.GENERATOR_OF[model]], early)
+                       for model, label in (("pix2pix", "Pix2pix"), ("cyclegan", "CycleGAN"))}
+    predictions[evaluation.scaled_identity_label(ratio)] = pet_uptake.scaled_identity(early, ratio=ratio,
+                                                                                      suv_max=P.data.suv_max)
+    sweep = pet_uptake.psnr_range_sweep(predictions, delayed, suv_max=P.data.suv_max,
+                                        ranges_suv=list(P.eval.psnr_ranges_suv))
+    pd.testing.assert_frame_equal(streamed.psnr_by_range, sweep, rtol=1e-5)
+    lesions = pet_uptake.lesion_uptake(predictions, delayed, masks, subjects_of(pet.test), suv_max=P.data.suv_max)
+    pd.testing.assert_frame_equal(streamed.tumours[1], lesions, rtol=1e-4)
+    scored = streamed.evaluation.per_image.query("method == 'Pix2pix'").reset_index(drop=True)
+    whole = translation_scores.image_scores(predictions["Pix2pix"], delayed, subjects=subjects_of(pet.test),
+                                            data_range=P.eval.data_range, method="Pix2pix",
+                                            direction=evaluation.DIRECTION, ssim_win_size=P.eval.ssim_win_size)
+    pd.testing.assert_frame_equal(scored, whole, rtol=1e-5)
+
+
+def test_rehearsal_runs_the_paper_geometry_and_cuts_only_counts(tmp_path):
+    paper_params, rehearse = load_params(NOTEBOOK, "paper"), load_params(NOTEBOOK, "rehearse")
+    for section in ("generator", "discriminator"):
+        assert paper_params[section] == rehearse[section]
+    assert rehearse.train.batch_size == paper_params.train.batch_size == 1
+    assert rehearse.data.image_size == paper_params.data.image_size == 128
+    assert rehearse.data.num_workers == paper_params.data.num_workers
+    cuts = {c["parameter"] for c in rehearsal_cuts(NOTEBOOK)}
+    assert cuts <= {"data.phantom.paper_size", "data.phantom.n_subjects", "data.phantom.n_slices", "train.steps",
+                    "eval.domain_cnn.epochs"}
+    # the paper-size phantom: 128 x 128 DICOM slices of 5.3456 x 5.3456 x 5.0 mm
+    root = phantoms.ensure("pet", root=tmp_path, **rehearse.data.phantom.to_dict())
+    first = sorted((root / sorted(p.name for p in root.iterdir() if p.name.startswith("PET"))[0] / "early").iterdir())[0]
+    ds = pydicom.dcmread(first)
+    assert (ds.Rows, ds.Columns) == (128, 128) and ds.Modality == "PT"
+    assert [float(v) for v in ds.PixelSpacing] == pytest.approx([5.3456, 5.3456]) and float(ds.SliceThickness) == 5.0
+    pet = PETEarlyDelayed(root, image_size=128, with_masks=True, progress=False)
+    meta = pet.rows[0]["meta"]
+    assert meta["pixel_spacing_mm"] == pytest.approx(5.3456) and meta["spacing_z_mm"] == pytest.approx(5.0)
+    assert pet[0]["image"].shape == pet[0]["mask"].shape == (1, 128, 128)

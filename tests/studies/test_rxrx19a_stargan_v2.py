@@ -1,12 +1,13 @@
-"""Study 1 (StarGAN v2 on RxRx19a): its job, its claims and headlines, its tables."""
+"""Study 1 (StarGAN v2 on RxRx19a): its job, its data views, its claims and headlines, its tables, its rehearsal."""
 
 import pandas as pd
 import pytest
 
-from medgan.config import load_params
+from medgan.config import load_params, resolve_profile
+from medgan.data.phantoms import cells, resolve_options
 from medgan.reports import Claim, Headline
 from medgan.studies import available, build_job
-from medgan.studies.rxrx19a_stargan_v2 import evaluation, paper
+from medgan.studies.rxrx19a_stargan_v2 import data, evaluation, paper
 from medgan.studies.rxrx19a_stargan_v2.jobs import NOTEBOOK
 
 TARGETS = list(paper.DOMAINS)  # the paper's 4 domains, named as the loader names them
@@ -100,9 +101,39 @@ def test_job_is_registered_and_leaves_the_fingerprint_to_the_engine():
     assert "fingerprint" not in job.options
     assert job.options["total_steps"] == P.train.steps
     assert job.options["keep_checkpoints"] == P.train.n_checkpoints + 1
+    assert job.options["num_workers"] == P.data.num_workers and job.options["sample_count"] == P.train.sample_count
     assert job.info["domains"] == list(paper.DOMAINS) and len(job.dataset) == sum(job.info["train_images_per_domain"].values())
     # same seed, same initial weights (they are part of the run's fingerprint); another seed, others
     again = build_job(NOTEBOOK, "stargan_v2", P)
     other = build_job(NOTEBOOK, "stargan_v2", load_params(NOTEBOOK, "smoke", {"seed": 1}))
     weights = lambda j: next(iter(j.step.nets["generator"].parameters())).detach()  # noqa: E731
     assert weights(job).equal(weights(again)) and not weights(job).equal(weights(other))
+
+
+def test_evaluation_data_holds_labels_and_counts_not_pixels():
+    P = load_params(NOTEBOOK, "smoke")
+    crops = data.load_evaluation_data(P)
+    for dataset, labels in ((crops.train, crops.train_labels), (crops.heldout, crops.heldout_labels)):
+        assert dataset.store is not None  # pixels stay in the item store, read per item
+        assert labels.tolist() == [row["label"] for row in dataset.rows]
+    splits = {crops.heldout.split_map[row["subject"]] for row in crops.heldout.rows}
+    assert splits == {"val", "test"} and crops.has_truth and "truth" in crops.heldout[0]
+    first_test = [crops.heldout.split_map[r["subject"]] for r in crops.heldout.rows].index("test")
+    assert all(crops.heldout.split_map[r["subject"]] == "test" for r in crops.heldout.rows[first_test:])  # val first
+    assert crops.counts[("images", "train")].sum() == len(crops.train)
+    assert crops.counts["images"][["val", "test"]].to_numpy().sum() == len(crops.heldout)
+    assert (crops.counts["wells"] > 0).all().all()  # every domain has wells in every split
+    assert crops.first_train_image_per_domain().shape == (len(paper.DOMAINS), 5, P.data.image_size, P.data.image_size)
+    examples = evaluation.evaluation_set(crops, P)
+    assert examples.has_truth and len(examples.source_index) == len(paper.DOMAINS) * P.eval.max_sources_per_domain
+
+
+def test_rehearsal_keeps_the_paper_geometry_and_networks_on_paper_size_sites():
+    paper_p, rehearse = load_params(NOTEBOOK, "paper"), load_params(NOTEBOOK, "rehearse")
+    assert rehearse.model.to_dict() == paper_p.model.to_dict()
+    for key in ("crop_size", "image_size", "split_fractions", "num_workers", "cell_type"):
+        assert rehearse.data[key] == paper_p.data[key]
+    options = resolve_options("cells", rehearse.data.phantom.to_dict())
+    assert options["field_size"] == cells.SITE_SIZE_PX == 4 * paper_p.data.crop_size  # 16 crops per site
+    assert options == {**cells.DEFAULTS, **cells.paper_size(resolve_profile(NOTEBOOK, "paper"))}
+    assert rehearse.train.steps < paper_p.train.steps and rehearse.eval.n_styles >= 2

@@ -22,6 +22,8 @@ from medgan.data.png_folders import write_png
 DEFAULTS = {"n_train_subjects": 30, "n_test_subjects": 10, "slices_per_subject": 8, "image_size": 64,
             "mri_contrast": "t2", "seed": 0}
 SMOKE = {"n_train_subjects": 4, "n_test_subjects": 2, "slices_per_subject": 3, "image_size": 32}
+# The counts of a paper-size set (``paper_size``): a few subjects, the paper's image size.
+PAPER_SIZE_COUNTS = {"n_train_subjects": 2, "n_test_subjects": 2, "slices_per_subject": 1}
 
 # tissue labels
 AIR, SCALP, BONE, CSF, GREY, WHITE, VENTRICLE = range(7)
@@ -91,6 +93,12 @@ def _anatomy(rng: np.random.Generator) -> dict:
             "fold_amp": rng.uniform(0.015, 0.03), "fold_freq": int(rng.integers(9, 15)),
             "fold_phase": rng.uniform(0, 2 * np.pi), "ventricle": rng.uniform(0.1, 0.45),
             "warp": 0.04 * np.stack([smooth_noise(rng, (16, 16), 3.0), smooth_noise(rng, (16, 16), 3.0)])}
+
+
+def paper_size(paper: dict) -> dict:
+    """Options of a paper-size set from study 3's resolved ``paper`` profile: PNGs of its
+    ``data.image_size`` (256 px, as the paper's padded Kaggle images), a few subjects."""
+    return {"image_size": int(paper["data"]["image_size"]), **PAPER_SIZE_COUNTS}
 
 
 def generate(folder: Path, *, n_train_subjects: int, n_test_subjects: int, slices_per_subject: int,

@@ -14,12 +14,18 @@ An inert decoy compound has no effect. Random draws belong to the *field* (cell 
 per-cell thresholds), so the same field can be rendered under every condition: those renders
 are the ground truth, ``truth/fields/<site_id>.npz`` with ``images`` (n_conditions, 5, H, W)
 uint8 and ``conditions`` (names, see :data:`TRUTH_CONDITIONS`) at ``truth_concentration_um``.
+
+:func:`paper_size` gives the options of a paper-size set: RxRx19a's 1024 x 1024 px sites (cell
+size as in the small sets, so ~1,400 cells a site), few of them. A 1024-px site renders in about a
+second; its sites render in worker processes.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +39,8 @@ DEFAULTS = {"cell_types": ["HRCE", "VERO"], "wells_per_condition": 2, "sites_per
             "concentrations_um": [0.1, 1.0, 3.0, 10.0], "truth_concentration_um": 10.0, "seed": 0}
 SMOKE = {"cell_types": ["HRCE"], "wells_per_condition": 1, "sites_per_well": 1, "field_size": 64,
          "concentrations_um": [10.0]}
+SITE_SIZE_PX = 1024  # RxRx19a sites are 1024 x 1024 px per stain
+PARALLEL_FIELD_PX = 512  # fields this large render in worker processes (smaller ones: process start-up dominates)
 # raw spellings written into metadata.csv: the loader has to match them explicitly
 TREATMENT_SPELLING = {"Remdesivir": "Remdesivir (GS-5734)", "Aloxistatin": "Aloxistatin (E-64d)",
                       "Pacritinib": "pacritinib", "Decoy": "GSK-000123"}
@@ -89,16 +97,19 @@ def render_field(layout: dict, effects: dict) -> np.ndarray:
     """Render a field under ``effects``: uint8 (5, H, W) in stain order w1..w5.
 
     Per-cell geometry is evaluated only in each cell's bounding window (speed); pixels belong
-    to the nearest cell in normalised elliptic distance.
+    to the nearest cell in normalised elliptic distance (the first such cell on ties). Cells are
+    folded in one at a time, keeping only the nearest cell's values per pixel, so memory is a few
+    (H, W) planes at any field size and cell count (1024-px sites hold ~1,000 cells).
     """
     size, cells, tex = layout["size"], layout["cells"], layout["textures"]
     s_shape, s_nuc, s_actin, s_rna, s_sync = (effects[c] for c in COMPONENTS)
     n = len(cells)
-    cyto_d = np.full((n, size, size), np.inf, np.float32)
-    nuc_d = np.full((n, size, size), np.inf, np.float32)
-    fibres = np.zeros((n, size, size), np.float32)
-    nucleoli = np.zeros((n, size, size), np.float32)
-    golgi = np.zeros((n, size, size), np.float32)
+    own_cyto = np.full((size, size), np.inf, np.float32)  # the owner's normalised distance
+    owner = np.zeros((size, size), np.int64)
+    nuc_any = np.full((size, size), np.inf, np.float32)
+    own_fibres = np.zeros((size, size), np.float32)
+    own_nucleoli = np.zeros((size, size), np.float32)
+    own_golgi = np.zeros((size, size), np.float32)
     for i, c in enumerate(cells):
         elong = c["elongation"] + (1 - c["elongation"]) * 0.85 * s_shape  # rounding
         radius = c["radius"] * (1 - 0.18 * s_shape)
@@ -111,22 +122,27 @@ def render_field(layout: dict, effects: dict) -> np.ndarray:
         ca, sa = np.cos(c["angle"]), np.sin(c["angle"])
         dy, dx = yy - c["y"], xx - c["x"]
         u, v = dx * ca + dy * sa, -dx * sa + dy * ca
-        window = (i, slice(y0, y1), slice(x0, x1))
-        cyto_d[window] = np.sqrt((u / (radius * np.sqrt(elong))) ** 2 + (v / (radius / np.sqrt(elong))) ** 2)
+        window = (slice(y0, y1), slice(x0, x1))
+        cyto = np.sqrt((u / (radius * np.sqrt(elong))) ** 2 + (v / (radius / np.sqrt(elong))) ** 2)
+        nearer = cyto < own_cyto[window]
+        if not nearer.any():
+            continue
         nuc_r = radius * c["nucleus"] * (1 - 0.3 * s_nuc + effects["nucleus_gain"])
         cu, cv = c["nuc_offset"][0] * radius, c["nuc_offset"][1] * radius
-        nuc_d[window] = np.sqrt((u - cu) ** 2 + (v - cv) ** 2) / nuc_r
+        nuc = np.sqrt((u - cu) ** 2 + (v - cv) ** 2) / nuc_r
         proj = xx * np.cos(c["fibre_angle"]) + yy * np.sin(c["fibre_angle"])
-        fibres[window] = (0.5 + 0.5 * np.cos(proj * 1.3 + c["fibre_phase"])) ** 6
+        fibre = (0.5 + 0.5 * np.cos(proj * 1.3 + c["fibre_phase"])) ** 6
+        nucleolus = np.zeros_like(u)
         for oy, ox in c["nucleoli"]:
             d2 = (u - cu - ox * nuc_r) ** 2 + (v - cv - oy * nuc_r) ** 2
-            nucleoli[window] = np.maximum(nucleoli[window], np.exp(-d2 / (0.18 * nuc_r) ** 2 / 2))
+            nucleolus = np.maximum(nucleolus, np.exp(-d2 / (0.18 * nuc_r) ** 2 / 2))
         gu = cu + np.cos(c["golgi_angle"]) * nuc_r * 1.4
         gv = cv + np.sin(c["golgi_angle"]) * nuc_r * 1.4
-        golgi[window] = np.exp(-((u - gu) ** 2 + (v - gv) ** 2) / (0.3 * nuc_r) ** 2 / 2)
-    owner = np.argmin(cyto_d, axis=0)
-    pick = lambda stack: np.take_along_axis(stack, owner[None], 0)[0]  # noqa: E731
-    own_cyto = pick(cyto_d)
+        golgi = np.exp(-((u - gu) ** 2 + (v - gv) ** 2) / (0.3 * nuc_r) ** 2 / 2)
+        for plane, value in ((own_cyto, cyto), (nuc_any, nuc), (own_fibres, fibre), (own_nucleoli, nucleolus),
+                             (own_golgi, golgi)):
+            plane[window][nearer] = value[nearer]
+        owner[window][nearer] = i
     inside = own_cyto <= 1.0
     # syncytia: a cell fuses into its predecessor when its draw falls under the severity
     group = np.arange(n)
@@ -135,7 +151,6 @@ def render_field(layout: dict, effects: dict) -> np.ndarray:
             group[i] = group[i - 1]
     group_map = np.where(inside, group[owner], -1)
     membrane = (ndimage.grey_dilation(group_map, size=3) != ndimage.grey_erosion(group_map, size=3)) & inside
-    nuc_any = pick(nuc_d)
     in_nucleus = (nuc_any <= 1.0) & inside
     bright = np.array([c["bright"] for c in cells], np.float32)[owner]
     stains = np.zeros((5, size, size), np.float32)
@@ -146,13 +161,13 @@ def render_field(layout: dict, effects: dict) -> np.ndarray:
     er = np.exp(-2.2 * own_cyto) * (0.6 + 0.4 * np.clip(tex["er"], -1, 2)) * (1 + effects["er_gain"])
     stains[1] = np.where(inside & ~in_nucleus, 0.7 * er, 0.08 * inside)
     # w3 Phalloidin: cortex + stress fibres (broken up by texture) that infection dissolves
-    fibre = pick(fibres) * np.clip(0.6 + 0.5 * tex["fibre"], 0, 1)
+    fibre = own_fibres * np.clip(0.6 + 0.5 * tex["fibre"], 0, 1)
     stains[2] = np.where(inside, 0.15 + 0.45 * (1 - 0.9 * s_actin) * fibre * (own_cyto < 0.9), 0)
     stains[2] = np.maximum(stains[2], 0.8 * membrane * (1 + 0.3 * s_actin))
     # w4 Syto14: nucleoli + cytoplasmic RNA (viral RNA raises it)
-    stains[3] = np.where(inside & ~in_nucleus, (0.12 + 0.45 * s_rna) * (1 + 0.3 * tex["rna"]), 0) + 0.9 * pick(nucleoli) * in_nucleus
+    stains[3] = np.where(inside & ~in_nucleus, (0.12 + 0.45 * s_rna) * (1 + 0.3 * tex["rna"]), 0) + 0.9 * own_nucleoli * in_nucleus
     # w5 WGA: membranes + a Golgi spot beside the nucleus
-    stains[4] = np.maximum(0.75 * membrane, 0.7 * pick(golgi) * inside * (1 - 0.5 * s_shape)) + 0.05 * inside
+    stains[4] = np.maximum(0.75 * membrane, 0.7 * own_golgi * inside * (1 - 0.5 * s_shape)) + 0.05 * inside
     # optics and camera: blur, background, shot noise
     rng = np.random.default_rng(layout["noise_seed"])
     stains = ndimage.gaussian_filter(stains, (0, 0.8, 0.8))
@@ -176,13 +191,49 @@ def _plan(cell_types, wells_per_condition, concentrations_um):
     return plan
 
 
+def paper_size(paper: dict) -> dict:
+    """Generator options for a paper-size set, from study 1's resolved ``paper`` profile.
+
+    Sites of :data:`SITE_SIZE_PX` (rounded up to whole crops of ``data.crop_size``), so the
+    paper's crops tile them as they tile real sites, of the profile's cell type, one site per
+    well, and 2 wells per condition at one concentration: with the loader's split, which gives
+    each condition wells in as many splits as it has wells, every domain has a training well and a
+    held-out one (18 sites in all).
+    """
+    data = paper["data"]
+    crop = int(data.get("crop_size") or data["image_size"])
+    field = max(crop, -(-SITE_SIZE_PX // crop) * crop)
+    cell_type = data.get("cell_type") or "HRCE"
+    return {"cell_types": [cell_type], "field_size": field, "wells_per_condition": 2, "sites_per_well": 1,
+            "concentrations_um": [DEFAULTS["truth_concentration_um"]],
+            "truth_concentration_um": DEFAULTS["truth_concentration_um"]}
+
+
+def _write_site(folder: Path, layout_seed: int, field_size: int, truth_effects: list[dict], own: int | None,
+                effects: dict, plate_folder: str, well: str, site: int, site_id: str) -> None:
+    """Render one site under its own condition and every truth condition and write its files."""
+    layout = field_layout(np.random.default_rng(layout_seed), field_size)
+    truth = np.stack([render_field(layout, e) for e in truth_effects])
+    image = truth[own] if own is not None else render_field(layout, effects)
+    for channel in range(5):
+        write_png(folder / "images" / plate_folder / f"{well}_s{site}_w{channel + 1}.png", image[channel])
+    buffer = io.BytesIO()
+    # uncompressed: the renders carry shot noise, so zlib saves a quarter at ten times the time
+    np.savez(buffer, images=truth, conditions=np.array(TRUTH_CONDITIONS))
+    atomic.write_bytes(folder / "truth" / "fields" / f"{site_id}.npz", buffer.getvalue())
+
+
 def generate(folder: Path, *, cell_types, wells_per_condition: int, sites_per_well: int, field_size: int,
              concentrations_um, truth_concentration_um: float, seed: int) -> None:
-    """Write the phantom (root for :class:`RxRx19a`)."""
+    """Write the phantom (root for :class:`RxRx19a`).
+
+    Every site's layout seed is drawn up front in plan order, so the files do not depend on how
+    sites are spread over processes: paper-size sites (seconds each) render on every core.
+    """
     folder = Path(folder)
     cell_types = list(cell_types)
     master = np.random.default_rng(seed)
-    rows = []
+    rows, jobs = [], []
     truth_effects = {}
     well_counter: dict[str, int] = {}
     for cell_type, disease, drug, conc in _plan(cell_types, wells_per_condition, list(concentrations_um)):
@@ -204,19 +255,21 @@ def generate(folder: Path, *, cell_types, wells_per_condition: int, sites_per_we
         own = (TRUTH_CONDITIONS.index(condition) if condition in TRUTH_CONDITIONS
                and (drug is None or conc == truth_concentration_um) else None)
         for site in range(1, sites_per_well + 1):
-            layout = field_layout(np.random.default_rng(master.integers(2 ** 63)), field_size)
-            truth = np.stack([render_field(layout, e) for e in truth_effects[cell_type]])
-            image = truth[own] if own is not None else render_field(layout, effects)
             site_id = f"{experiment}_{plate}_{well}_{site}"
-            for channel in range(5):
-                write_png(folder / "images" / experiment / f"Plate{plate}" / f"{well}_s{site}_w{channel + 1}.png", image[channel])
-            buffer = io.BytesIO()
-            np.savez_compressed(buffer, images=truth, conditions=np.array(TRUTH_CONDITIONS))
-            atomic.write_bytes(folder / "truth" / "fields" / f"{site_id}.npz", buffer.getvalue())
+            jobs.append((folder, int(master.integers(2 ** 63)), field_size, truth_effects[cell_type], own, effects,
+                         f"{experiment}/Plate{plate}", well, site, site_id))
             rows.append({"site_id": site_id, "well_id": f"{experiment}_{plate}_{well}", "cell_type": cell_type,
                          "experiment": experiment, "plate": plate, "well": well, "site": site,
                          "disease_condition": disease, "treatment": TREATMENT_SPELLING[drug] if drug else "",
                          "treatment_conc": conc if drug else "", "SMILES": SMILES[drug] if drug else ""})
+    workers = min(len(jobs), os.cpu_count() or 1) if field_size >= PARALLEL_FIELD_PX else 1
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for done in [pool.submit(_write_site, *job) for job in jobs]:
+                done.result()
+    else:
+        for job in jobs:
+            _write_site(*job)
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=METADATA_COLUMNS)
     writer.writeheader()

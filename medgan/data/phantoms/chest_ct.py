@@ -27,6 +27,9 @@ from medgan.data.phantoms._shapes import lobulated_blob, segment_distance, smoot
 DEFAULTS = {"n_subjects": 30, "image_size": 128, "n_slices": 24, "pixel_spacing_mm": 2.5,
             "slice_thickness_mm": 5.0, "noise_hu": 20.0, "seed": 0}
 SMOKE = {"n_subjects": 6, "image_size": 64, "n_slices": 6, "pixel_spacing_mm": 5.0}
+# A paper-size set: the real scans' geometry, few patients and slices (enough for a split by patient).
+PAPER_SIZE_COUNTS = {"n_subjects": 6, "n_slices": 12}
+GEOMETRY_KEYS = ("image_size", "pixel_spacing_mm", "slice_thickness_mm")
 CLINICAL_CSV = "NSCLC-Radiomics-Lung1.clinical-version3-Oct-2019.csv"
 CLINICAL_COLUMNS = ["PatientID", "age", "clinical.T.Stage", "Clinical.N.Stage", "Clinical.M.Stage",
                     "Overall.Stage", "Histology", "gender", "Survival.time", "deadstatus.event"]
@@ -72,10 +75,11 @@ def _render_patient(rng: np.random.Generator, *, size: int, n_slices: int, pixel
     trachea_r = rng.uniform(7, 10)
     trachea = (x ** 2 + (y - body_ry * 0.05) ** 2 <= trachea_r ** 2) & (zn > 0.1)
     hu[trachea] = -990.0
+    axes = (zc, coords, coords)
     for side in (-1, 1):
-        bronchus = segment_distance((z, y, x), (0.1 * zc.max(), body_ry * 0.05, 0),
-                                    (-0.3 * zc.max(), body_ry * 0.05, side * lung_cx * 0.8)) <= trachea_r * 0.6
-        hu[bronchus] = -990.0
+        a, b = (0.1 * zc.max(), body_ry * 0.05, 0), (-0.3 * zc.max(), body_ry * 0.05, side * lung_cx * 0.8)
+        box = _box(axes, np.minimum(a, b) - trachea_r * 0.6, np.maximum(a, b) + trachea_r * 0.6)
+        hu[box][segment_distance((z[box], y[box], x[box]), a, b) <= trachea_r * 0.6] = -990.0
     # ribs: bony arcs in the body wall at a few heights
     rib_period = rng.uniform(22, 30)
     rib_level = np.abs(((z + rng.uniform(0, rib_period)) % rib_period) - rib_period / 2) < 4.5
@@ -88,7 +92,9 @@ def _render_patient(rng: np.random.Generator, *, size: int, n_slices: int, pixel
         for _ in range(9):
             end = hilum + np.array([rng.uniform(-1, 1) * zc.max(), rng.uniform(-0.6, 0.6) * lung_ry.mean(),
                                     side * rng.uniform(0.5, 1.2) * lung_rx], np.float32)
-            vessel |= segment_distance((z, y, x), hilum, end) <= rng.uniform(1.2, 2.8)
+            radius = rng.uniform(1.2, 2.8)
+            box = _box(axes, np.minimum(hilum, end) - radius, np.maximum(hilum, end) + radius)
+            vessel[box] |= segment_distance((z[box], y[box], x[box]), hilum, end) <= radius
     hu[vessel & lungs] = 30.0
     # tumour
     side = rng.choice([-1, 1])
@@ -97,8 +103,13 @@ def _render_patient(rng: np.random.Generator, *, size: int, n_slices: int, pixel
     centre = np.array([rng.uniform(-0.35, 0.35) * zc.max() if n_slices > 1 else 0.0,
                        rng.uniform(-0.4, 0.4) * lung_ry.mean(),
                        side * lung_cx * rng.uniform(0.5, 1.0)], np.float32)
-    tumour = lobulated_blob((z, y, x), centre, diameter_mm / 2, rng, lobulation=0.3,
-                            spiculation=0.35 * spiculation) & body
+    # the blob's radius is at most (1 + 2 lobulation + 18 spiculation) x its mean (see lobulated_blob)
+    reach = diameter_mm / 2 * (1 + 2 * 0.3 + 18 * 0.35 * spiculation)
+    box = _box(axes, centre - reach, centre + reach)
+    tumour = np.zeros(z.shape, bool)
+    tumour[box] = lobulated_blob((z[box], y[box], x[box]), centre, diameter_mm / 2, rng, lobulation=0.3,
+                                 spiculation=0.35 * spiculation)
+    tumour &= body
     hu[tumour] = rng.uniform(20, 50) + 15 * smooth_noise(rng, z.shape, 1.5)[tumour]
     # lung parenchyma texture and correlated scanner noise
     hu += np.where(lungs & ~vessel & ~tumour, 25 * smooth_noise(rng, z.shape, 2.0), 0)
@@ -109,8 +120,39 @@ def _render_patient(rng: np.random.Generator, *, size: int, n_slices: int, pixel
     return np.clip(hu, -1024, 3000).astype(np.float32), tumour, traits
 
 
+def _box(axes, low_mm, high_mm) -> tuple[slice, ...]:
+    """Index slices of the voxels whose centres lie within [low_mm, high_mm] on each axis (one voxel of
+    margin). Shapes are computed inside it only: at 512 px the whole volume costs seconds per shape,
+    and the values inside are the same."""
+    box = []
+    for centres, low, high in zip(axes, low_mm, high_mm):
+        first = int(np.searchsorted(centres, low, side="left")) - 1
+        last = int(np.searchsorted(centres, high, side="right")) + 1
+        box.append(slice(max(first, 0), min(last, len(centres))))
+    return tuple(box)
+
+
 def _t_stage(diameter_mm: float) -> str:
     return "1" if diameter_mm < 30 else "2" if diameter_mm < 50 else "3" if diameter_mm < 70 else "4"
+
+
+def paper_size(paper: dict) -> dict:
+    """Options of a paper-size phantom from the study's resolved ``paper`` profile (a plain dict).
+
+    The geometry is the real scans' (``paper["data"]["phantom"]``: NSCLC-Radiomics is 512 x 512
+    slices of about 0.98 mm, 3 mm apart), so the loader crops and resizes exactly as on the real
+    data (``data.crop_size`` of the stored matrix, to ``data.image_size``); counts are
+    :data:`PAPER_SIZE_COUNTS`.
+    """
+    data = paper["data"]
+    geometry = {key: data["phantom"][key] for key in GEOMETRY_KEYS if key in data["phantom"]}
+    if "image_size" not in geometry:
+        raise ValueError("chest_ct.paper_size: the paper profile has no data.phantom.image_size (the scans' matrix)")
+    crop = data.get("crop_size")
+    if crop and crop > geometry["image_size"]:
+        raise ValueError(f"chest_ct.paper_size: data.crop_size {crop} exceeds the scans' matrix "
+                         f"{geometry['image_size']} (data.phantom.image_size)")
+    return {**PAPER_SIZE_COUNTS, **geometry}
 
 
 def generate(folder: Path, *, n_subjects: int, image_size: int, n_slices: int, pixel_spacing_mm: float,

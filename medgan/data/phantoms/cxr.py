@@ -10,7 +10,8 @@ subcutaneous emphysema.
 Layout: ``images/<Image Index>.dcm`` (12-bit; some MONOCHROME1 with inverted storage; a
 RescaleSlope/Intercept modality LUT), ``Data_Entry.csv`` (``Image Index, Finding Labels,
 Follow-up #, Patient ID, Patient Age, Patient Gender, View Position``; findings joined by ``|``,
-"No Finding" when normal). Ground truth: ``truth/masks/<image stem>/<finding slug>.png``
+"No Finding" when normal). :func:`paper_size` gives a paper-size set (~2,000-px detector images).
+Ground truth: ``truth/masks/<image stem>/<finding slug>.png``
 (8-bit 0/255, written for present findings) and ``truth/findings.csv`` (image, finding, severity).
 """
 
@@ -27,10 +28,17 @@ from medgan import atomic
 from medgan.data.dicom import deterministic_uid, write_slice
 from medgan.data.phantoms._shapes import grid2d, smooth_noise
 from medgan.data.png_folders import write_png
+from medgan.data.transforms import nearest_resize, resize
 
-DEFAULTS = {"n_patients": 400, "images_per_patient": 1, "image_size": 256, "normal_fraction": 0.45,
-            "untrained_fraction": 0.2, "monochrome1_fraction": 0.3, "seed": 0}
+DEFAULTS = {"n_patients": 400, "images_per_patient": 1, "image_size": 256, "render_size": None,
+            "normal_fraction": 0.45, "untrained_fraction": 0.2, "monochrome1_fraction": 0.3, "seed": 0}
 SMOKE = {"n_patients": 16, "image_size": 64}
+# A paper-size set (``paper_size``): detector images of ~2,000 px like the thesis's 12-bit DICOMs
+# (43 cm at ~0.2 mm), never smaller than the model's input; the anatomy is drawn at 512 px and
+# upsampled (drawing costs ~20 s an image at 2048 px, ~1 s at 512), detector noise at full size.
+PAPER_DETECTOR_PX = 2048
+PAPER_RENDER_PX = 512
+PAPER_SIZE_COUNTS = {"n_patients": 24, "images_per_patient": 1}
 TRAINED = ["Nodule", "Consolidation", "Interstitial Opacity", "Pleural Effusion", "Pneumothorax"]
 UNTRAINED = ["Rib Fracture", "Calcification", "Pneumoperitoneum", "Mediastinal Widening", "Subcutaneous Emphysema"]
 ALL_FINDINGS = TRAINED + UNTRAINED
@@ -212,10 +220,34 @@ def _draw_findings(rng, normal_fraction, untrained_fraction):
     return findings
 
 
-def generate(folder: Path, *, n_patients: int, images_per_patient: int, image_size: int, normal_fraction: float,
-             untrained_fraction: float, monochrome1_fraction: float, seed: int) -> None:
-    """Write the phantom (root for :class:`ChestXray`)."""
+def paper_size(paper: dict) -> dict:
+    """Options of a paper-size set from study 5's resolved ``paper`` profile: 12-bit DICOM
+    radiographs of the profile's ``data.phantom.image_size`` (else :data:`PAPER_DETECTOR_PX`) px,
+    at least its ``data.image_size`` (the loader resizes them to it), anatomy drawn at
+    ``data.phantom.render_size`` (else :data:`PAPER_RENDER_PX`), a few patients."""
+    data = paper["data"]
+    phantom = data.get("phantom") or {}
+    detector = max(int(phantom.get("image_size") or PAPER_DETECTOR_PX), int(data["image_size"]))
+    render = min(detector, int(phantom.get("render_size") or PAPER_RENDER_PX))
+    return {"image_size": detector, "render_size": render, **PAPER_SIZE_COUNTS}
+
+
+def _upsample(array: np.ndarray, size: int, *, nearest: bool = False) -> np.ndarray:
+    if array.shape[-1] == size:
+        return array
+    return (nearest_resize(array.astype(np.float32), size) > 0.5) if nearest else resize(array, size)
+
+
+def generate(folder: Path, *, n_patients: int, images_per_patient: int, image_size: int, render_size: int | None,
+             normal_fraction: float, untrained_fraction: float, monochrome1_fraction: float, seed: int) -> None:
+    """Write the phantom (root for :class:`ChestXray`).
+
+    ``image_size``: the detector's side in px (files, masks); ``render_size``: the side the anatomy
+    and findings are drawn at, then upsampled (None: ``image_size``; smaller is much faster)."""
     folder = Path(folder)
+    render_size = int(render_size or image_size)
+    if render_size > image_size:
+        raise ValueError(f"phantom cxr: render_size {render_size} exceeds image_size {image_size}")
     master = np.random.default_rng(seed)
     rows, truth_rows = [], []
     for patient in range(n_patients):
@@ -223,7 +255,9 @@ def generate(folder: Path, *, n_patients: int, images_per_patient: int, image_si
         for follow_up in range(images_per_patient):
             rng = np.random.default_rng(master.integers(2 ** 63))
             findings = _draw_findings(rng, normal_fraction, untrained_fraction)
-            attenuation, masks = render(rng, image_size, findings)
+            attenuation, masks = render(rng, render_size, findings)
+            attenuation = _upsample(attenuation, image_size)
+            masks = {k: _upsample(m, image_size, nearest=True) for k, m in masks.items()}
             # detector: exposure ~ exp(-mu*t); displayed value rises with attenuation; 12 bits
             exposure = np.exp(-1.6 * attenuation)
             signal = 4095 * (1 - exposure)

@@ -33,6 +33,8 @@ from medgan.data.phantoms._shapes import lobulated_blob, smooth_noise
 DEFAULTS = {"n_subjects": 18, "image_size": 64, "n_slices": 48, "fov_mm": 684.2,
             "slice_thickness_mm": 20.0, "file_format": "dicom", "count_scale": 0.02, "seed": 0}
 SMOKE = {"n_subjects": 4, "image_size": 32, "n_slices": 12, "slice_thickness_mm": 80.0}
+# The counts of a paper-size set (``paper_size``): a few patients, a short stack of the paper's slices.
+PAPER_SIZE_COUNTS = {"n_subjects": 5, "n_slices": 24}
 F18_HALF_LIFE_S = 6586.2
 
 
@@ -120,6 +122,17 @@ def _hhmmss(seconds: float) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{int(h):02d}{int(m):02d}{s:09.6f}"
+
+
+def paper_size(paper: dict) -> dict:
+    """Options of a paper-size set from study 4's resolved ``paper`` profile: slices of its
+    ``data.image_size`` (128 x 128) over ``data.phantom.fov_mm`` (the paper's 5.3456 mm pixels) and
+    ``data.phantom.slice_thickness_mm`` (5.0 mm), DICOM as the scanner writes; few patients and slices."""
+    data = paper["data"]
+    geometry = data.get("phantom") or {}
+    return {"image_size": int(data["image_size"]), "fov_mm": float(geometry.get("fov_mm", DEFAULTS["fov_mm"])),
+            "slice_thickness_mm": float(geometry.get("slice_thickness_mm", DEFAULTS["slice_thickness_mm"])),
+            "file_format": str(geometry.get("file_format", DEFAULTS["file_format"])), **PAPER_SIZE_COUNTS}
 
 
 def generate(folder: Path, *, n_subjects: int, image_size: int, n_slices: int, fov_mm: float,

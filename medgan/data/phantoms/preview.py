@@ -40,7 +40,8 @@ def preview_figure(name: str, root: str | os.PathLike, *, n_samples: int = 4):
     root = Path(root)
     if name == "cells":
         data = RxRx19a(root, crop_size=None, image_size=128, with_truth=True)
-        per_domain = [next(r for r in data.records if r["label"] == d) for d in range(len(data.domain_names))]
+        per_domain = [data.records[next(i for i, r in enumerate(data.rows) if r["label"] == d)]
+                      for d in range(len(data.domain_names))]
         fig, axes = plt.subplots(2, len(per_domain), figsize=(2.2 * len(per_domain), 4.6), squeeze=False)
         first = data.records[0]
         for d, record in enumerate(per_domain):
@@ -73,8 +74,8 @@ def preview_figure(name: str, root: str | os.PathLike, *, n_samples: int = 4):
                 axes[row, j].contour(r["mask"][0], levels=[0.5], colors="r", linewidths=0.6)
     elif name == "cxr":
         data = ChestXray(root, image_size=128, with_masks=True)
-        abnormal = [i for i, r in enumerate(data.records) if r["meta"]["abnormal"]]
-        normal = [i for i, r in enumerate(data.records) if not r["meta"]["abnormal"]]
+        abnormal = [i for i, r in enumerate(data.rows) if r["meta"]["abnormal"]]
+        normal = [i for i, r in enumerate(data.rows) if not r["meta"]["abnormal"]]
         picks = (normal[:1] + abnormal[: n_samples - 1]) if normal else abnormal[:n_samples]
         fig, axes = plt.subplots(1, len(picks), figsize=(2.6 * len(picks), 2.9), squeeze=False)
         colours = plt.get_cmap("tab10")

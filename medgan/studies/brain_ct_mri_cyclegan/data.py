@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from medgan.config import Params
-from medgan.data.base import stack_items, subjects_of
+from medgan.data.base import iter_batches, subjects_of
 from medgan.data.brain_ct_mri import BrainCTMRI
 from medgan.data.phantoms import dataset_root
 
@@ -23,6 +23,12 @@ NOTEBOOK = "03_brain_ct_mri_cyclegan"
 MODALITY_NAMES = {"ct": "CT", "mri": "MRI"}
 
 
+def read_images(dataset, indices, key: str = "image") -> torch.Tensor:
+    """The ``key`` images of a few items (N, C, H, W): a small fixed subset, read without the rest."""
+    indices = list(indices)
+    if not indices:
+        return torch.zeros((0, *dataset[0][key].shape))
+    return torch.cat(list(iter_batches(dataset, key, batch_size=len(indices), indices=indices)))
 
 
 @dataclass
@@ -68,14 +74,16 @@ class BrainData:
     def training_rows(self, n: int) -> dict[str, torch.Tensor]:
         """``n`` training images of each domain, evenly spaced over the folder, as rows of a grid."""
         def spaced(ds):
-            return stack_items(ds)[:: max(1, len(ds) // n)][:n]
+            return read_images(ds, range(0, len(ds), max(1, len(ds) // n))[:n])
         return {f"train {self.name_a}": spaced(self.train_a), f"train {self.name_b}": spaced(self.train_b)}
 
     def train_images_and_labels(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Train images of both domains and their modality labels (0 = CT, 1 = MRI), for an in-domain extractor."""
-        images = torch.cat([stack_items(self.train_a), stack_items(self.train_b)])
-        labels = torch.tensor([self.train_a[i]["label"] for i in range(len(self.train_a))]
-                              + [self.train_b[i]["label"] for i in range(len(self.train_b))])
+        """Train images of both domains and their modality labels (0 = CT, 1 = MRI), for an in-domain extractor.
+
+        The images are all in memory: the extractor's trainer takes tensors (the labels come from the rows).
+        """
+        images = torch.cat([batch for ds in (self.train_a, self.train_b) for batch in iter_batches(ds)])
+        labels = torch.tensor([row["label"] for ds in (self.train_a, self.train_b) for row in ds.rows])
         return images, labels
 
 
@@ -89,7 +97,7 @@ def load_data(params: Params) -> BrainData:
     root = data_root(params)
     d = params.data
     common = dict(image_size=d.image_size, crop_pad_size=d.crop_pad_size, a_modality=d.a_modality,
-                  skip_bad=d.skip_bad)
+                  skip_bad=d.skip_bad, num_workers=int(d.num_workers))
     has_truth = (root / "truth").is_dir()
     sets = {f"{part}_{domain.lower()}": BrainCTMRI(root, domain=domain, part=part,
                                                   with_truth=has_truth and part == "test", **common)

@@ -3,7 +3,8 @@
 The scoring itself is generic (:mod:`medgan.analysis.translation_scores`): PSNR/SSIM/MAE against the
 truth where the phantom has it, FID against the real test images of the target modality, bootstrap
 CIs over test subjects, an identity baseline. This module wires the study's models, data and
-parameters into it, and names the methods ("ResNet-9 (resnet_9blocks, w16)").
+parameters into it, and names the methods ("ResNet-9 (resnet_9blocks, w16)"). Test images are
+translated and scored batch by batch, so memory holds scores and features, not the test set.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
+from torch.utils.data import DataLoader
 
 from medgan.analysis import translation_scores
 from medgan.config import Params
 from medgan.models.image_to_image import count_parameters, define_generator
-from medgan.data.base import stack_items, subjects_of
+from medgan.data.base import subjects_of
 from medgan.studies.brain_ct_mri_cyclegan.data import BrainData
 from medgan.studies.brain_ct_mri_cyclegan.jobs import build_networks
 from medgan.train.cyclegan import CycleGANStep, translate
@@ -47,64 +49,102 @@ def trained_labels(params: Params) -> list[str]:
 
 @dataclass
 class TestTranslations:
-    """Every test image translated by every model, keyed by method label and direction ("CT→MRI")."""
+    """The first test images of each direction ("CT→MRI") with every model's translation: the grids' rows.
 
-    sources: dict[str, torch.Tensor]                      # direction -> source images (N, C, H, W)
-    subjects: dict[str, list[str]]                        # direction -> subject keys of the sources
+    Only ``eval.grid_n`` images per direction are kept; the whole test set is scored as it is
+    translated (:func:`translate_and_score`) and never held in memory.
+    """
+
+    sources: dict[str, torch.Tensor]                      # direction -> source images (n, C, H, W)
     truths: dict[str, torch.Tensor | None]                # direction -> true target images (phantom) or None
-    real_targets: dict[str, tuple[torch.Tensor, list[str]]]  # direction -> real test images of the target domain
-    real_train_targets: dict[str, tuple[torch.Tensor, list[str]]]  # direction -> real train images of the target domain
     predictions: dict[str, dict[str, torch.Tensor]]       # method -> direction -> translations
     reconstructions: dict[str, dict[str, torch.Tensor]]   # method -> direction -> cycle reconstructions
 
 
-def translate_test_sets(steps: dict[str, CycleGANStep], data: BrainData, params: Params, *,
-                        include_untrained: bool = True) -> TestTranslations:
-    """Translate both test folders with each trained step (``{model key: step}``) and, as a baseline,
-    with freshly initialised (untrained) ResNet generators of the same configuration."""
-    ab, ba = data.direction_ab, data.direction_ba
-    a, b = stack_items(data.test_a), stack_items(data.test_b)
-    bs = int(params.eval.batch_size)
-    generators = {model_label(params, m): (s.nets["G_AB"], s.nets["G_BA"]) for m, s in steps.items()}
+def test_batches(dataset, params: Params) -> DataLoader:
+    """A test folder in order, ``eval.batch_size`` items at a time (``data.num_workers`` loader processes)."""
+    return DataLoader(dataset, batch_size=int(params.eval.batch_size), shuffle=False,
+                      num_workers=int(params.data.num_workers))
+
+
+def generators(steps: dict[str, CycleGANStep], params: Params, *,
+               include_untrained: bool = True) -> dict[str, tuple[torch.nn.Module, torch.nn.Module]]:
+    """Method label -> (G_AB, G_BA) of every trained step (``{model key: step}``) and, as a baseline,
+    of freshly initialised (untrained) ResNet generators of the same configuration."""
+    out = {model_label(params, m): (s.nets["G_AB"], s.nets["G_BA"]) for m, s in steps.items()}
     if include_untrained and "resnet" in params.models:
         seed_everything(int(params.seed) + 1)  # other weights than the trained model started from
         nets = build_networks(params, "resnet")
-        generators[UNTRAINED] = (nets["G_AB"], nets["G_BA"])
-    predictions, reconstructions = {}, {}
-    for label, (g_ab, g_ba) in generators.items():
-        fake_b, fake_a = translate(g_ab, a, batch_size=bs), translate(g_ba, b, batch_size=bs)
-        predictions[label] = {ab: fake_b, ba: fake_a}
-        reconstructions[label] = {ab: translate(g_ba, fake_b, batch_size=bs), ba: translate(g_ab, fake_a, batch_size=bs)}
-    truths = {ab: stack_items(data.test_a, "target") if data.has_truth else None,
-              ba: stack_items(data.test_b, "target") if data.has_truth else None}
-    return TestTranslations(
-        sources={ab: a, ba: b}, subjects={ab: subjects_of(data.test_a), ba: subjects_of(data.test_b)}, truths=truths,
-        real_targets={ab: (b, subjects_of(data.test_b)), ba: (a, subjects_of(data.test_a))},
-        real_train_targets={ab: (stack_items(data.train_b), subjects_of(data.train_b)),
-                            ba: (stack_items(data.train_a), subjects_of(data.train_a))},
-        predictions=predictions, reconstructions=reconstructions)
+        out[UNTRAINED] = (nets["G_AB"], nets["G_BA"])
+    return out
+
+
+def translate_and_score(steps: dict[str, CycleGANStep], data: BrainData, extractor: torch.nn.Module, params: Params,
+                        *, cache_dir: str | os.PathLike | None = None, include_untrained: bool = True
+                        ) -> tuple[TestTranslations, translation_scores.TranslationEvaluation]:
+    """Translate both test folders with each trained step (and an untrained baseline), scoring batch by batch.
+
+    Each batch of translations is reduced at once to PSNR/SSIM/MAE against the truth (phantom) and to
+    FID features in ``extractor``'s space; FID compares them with the real test images of the target
+    modality, and the real train images of that modality give a reference row (``REAL_TRAIN``). Only
+    the grid images (``eval.grid_n`` per direction) and the ``eval.worst_k`` worst ones stay in memory.
+    ``cache_dir``: the feature cache (the real sets' features are computed once per extractor).
+    """
+    e = params.eval
+    bs = int(e.batch_size)
+    nets = generators(steps, params, include_untrained=include_untrained)
+    scorer = translation_scores.TranslationScorer(extractor, data_range=e.data_range, ssim_win_size=e.ssim_win_size,
+                                                  keep_worst=int(e.worst_k), worst_metric="ssim")
+    ab, ba = data.direction_ab, data.direction_ba
+    sides = {ab: (data.test_a, data.test_b, data.train_b), ba: (data.test_b, data.test_a, data.train_a)}
+    for direction, (_, real_test, _) in sides.items():
+        scorer.set_reference(direction, translation_scores.dataset_features(
+            extractor, real_test, batch_size=bs, cache_dir=cache_dir), subjects_of(real_test))
+    n = int(e.grid_n)
+    grid = TestTranslations(sources={}, truths={}, predictions={label: {} for label in nets if label != UNTRAINED},
+                            reconstructions={label: {} for label in nets if label != UNTRAINED})
+    for direction, (source_set, _, _) in sides.items():
+        kept: dict[str, list[torch.Tensor]] = {}
+        for batch in test_batches(source_set, params):
+            source, subjects = batch["image"], list(batch["subject"])
+            truth = batch.get("target") if data.has_truth else None
+            room = max(0, n - sum(len(t) for t in kept.get("source", [])))
+            for label, (g_ab, g_ba) in nets.items():
+                forward, backward = (g_ab, g_ba) if direction == ab else (g_ba, g_ab)
+                fake = _translate(forward, source, bs)
+                scorer.add(label, direction, fake, subjects=subjects, truth=truth, source=source)
+                if room and label != UNTRAINED:  # the grid's images, copied out of the batch
+                    kept.setdefault(label, []).append(fake[:room].clone())
+                    kept.setdefault(f"{label}\0cycle", []).append(_translate(backward, fake[:room], bs))
+            scorer.add("identity", direction, source, subjects=subjects, truth=truth, source=source)
+            if room:
+                kept.setdefault("source", []).append(source[:room].clone())
+                if truth is not None:
+                    kept.setdefault("truth", []).append(truth[:room].clone())
+        grid.sources[direction] = torch.cat(kept["source"])
+        grid.truths[direction] = torch.cat(kept["truth"]) if "truth" in kept else None
+        for label in grid.predictions:
+            grid.predictions[label][direction] = torch.cat(kept[label])
+            grid.reconstructions[label][direction] = torch.cat(kept[f"{label}\0cycle"])
+    for direction, (_, _, real_train) in sides.items():
+        scorer.add_features(REAL_TRAIN, direction, translation_scores.dataset_features(
+            extractor, real_train, batch_size=bs, cache_dir=cache_dir), subjects_of(real_train))
+    return grid, scorer.evaluate(n_boot=e.n_boot, fid_n_boot=e.fid_n_boot, alpha=e.alpha, seed=params.seed)
+
+
+def _translate(generator: torch.nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    with torch.no_grad():  # inference only: no autograd graph kept across the batch
+        return translate(generator, images, batch_size=batch_size)
 
 
 def feature_extractor(data: BrainData, params: Params, *, run_dir: str | os.PathLike | None = None) -> torch.nn.Module:
     """The FID feature network of ``eval.extractor`` (Inception when its weights exist, else a CT-vs-MRI CNN
     trained through the engine in ``run_dir``, reloaded when finished)."""
-    train_images, train_labels = data.train_images_and_labels()
+    pretrained = translation_scores.uses_inception(params.eval.extractor)  # then no training image is read
+    train_images, train_labels = (None, None) if pretrained else data.train_images_and_labels()
     return translation_scores.choose_extractor(
         train_images=train_images, train_labels=train_labels, channels=int(params.data.channels),
         domain_cnn=params.eval.domain_cnn.to_dict(), prefer=params.eval.extractor, run_dir=run_dir)
-
-
-def score_translations(out: TestTranslations, extractor: torch.nn.Module, params: Params, *,
-                       cache_dir: str | os.PathLike | None = None) -> translation_scores.TranslationEvaluation:
-    """Every method's translations scored against the truth (phantom) and by FID in ``extractor``'s features,
-    with the real train images of the target modality as an FID reference row (``REAL_TRAIN``).
-    ``cache_dir``: the feature cache (real-set features are computed once per extractor)."""
-    e = params.eval
-    return translation_scores.evaluate_translations(
-        out.predictions, sources=out.sources, subjects=out.subjects, truths=out.truths, real_targets=out.real_targets,
-        fid_references={REAL_TRAIN: out.real_train_targets}, features=extractor, data_range=e.data_range,
-        ssim_win_size=e.ssim_win_size, n_boot=e.n_boot, fid_n_boot=e.fid_n_boot, alpha=e.alpha, seed=params.seed,
-        feature_batch_size=e.batch_size, cache_dir=cache_dir)
 
 
 def score_tables(ev: translation_scores.TranslationEvaluation, params: Params) -> dict[str, pd.DataFrame]:

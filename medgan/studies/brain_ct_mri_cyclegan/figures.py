@@ -15,7 +15,7 @@ from typing import Iterator
 import matplotlib.pyplot as plt
 import torch
 
-from medgan.analysis.translation_scores import TranslationEvaluation, worst_cases
+from medgan.analysis.translation_scores import TranslationEvaluation
 from medgan.config import Params
 from medgan.reports.translation_figures import score_panels, translation_grid, worst_case_grid
 from medgan.studies.brain_ct_mri_cyclegan.data import BrainData
@@ -59,15 +59,14 @@ def score_figure(ev: TranslationEvaluation, params: Params) -> plt.Figure:
 
 def worst_case_figures(ev: TranslationEvaluation, out: TestTranslations, params: Params) -> Iterator[plt.Figure]:
     """Per trained generator and direction, the ``eval.worst_k`` test images with the lowest SSIM
-    (input, translation, truth, |error|). Nothing without truth."""
-    if ev.per_image.empty:
-        return
+    (input, translation, truth, |error|), as kept while scoring. Nothing without truth."""
     for label in trained_labels(params):
         for direction in out.sources:
-            worst = worst_cases(ev.per_image, k=params.eval.worst_k, metric="ssim", method=label, direction=direction)
-            idx = worst["index"].tolist()
+            worst = ev.worst.get((label, direction))
+            if worst is None or worst.source is None:
+                continue
             yield worst_case_grid(
-                out.sources[direction][idx], out.predictions[label][direction][idx], out.truths[direction][idx],
+                worst.source, worst.prediction, worst.truth,
                 captions=[f"{r.subject[:8]} #{r.index}\nSSIM {r.ssim:.2f}, PSNR {r.psnr_db:.1f}"
-                          for r in worst.itertuples()],
-                title=f"{label}, {direction}: {len(idx)} worst test images by SSIM")
+                          for r in worst.rows.itertuples()],
+                title=f"{label}, {direction}: {len(worst.rows)} worst test images by SSIM")

@@ -13,8 +13,7 @@ import torch
 
 from medgan.config import Params
 from medgan.models.image_to_image import count_parameters, define_discriminator, define_generator
-from medgan.data.base import stack_items
-from medgan.studies.brain_ct_mri_cyclegan.data import NOTEBOOK, BrainData, load_data
+from medgan.studies.brain_ct_mri_cyclegan.data import NOTEBOOK, BrainData, load_data, read_images
 from medgan.studies.registry import register
 from medgan.train.cyclegan import CycleGANStep, UnpairedDataset
 from medgan.train.engine import TrainResult, seed_everything
@@ -56,15 +55,15 @@ def build_cyclegan(params: Params, model: str, *, data: BrainData | None = None)
     step = CycleGANStep(nets["G_AB"], nets["G_BA"], nets["D_A"], nets["D_B"], lr=t.lr, betas=tuple(t.betas),
                         lambda_cycle=t.lambda_cycle, lambda_identity=t.lambda_identity, pool_size=t.pool_size,
                         decay_start=t.decay_start,
-                        sample_inputs=(stack_items(data.test_a)[:SAMPLE_IMAGES],
-                                       stack_items(data.test_b)[:SAMPLE_IMAGES]))
+                        sample_inputs=(read_images(data.test_a, range(min(SAMPLE_IMAGES, len(data.test_a)))),
+                                       read_images(data.test_b, range(min(SAMPLE_IMAGES, len(data.test_b))))))
     dataset = UnpairedDataset(data.train_a, data.train_b)
     steps = total_steps(params, len(data.train_a), len(data.train_b))
     # No fingerprint here: the engine derives it (and adds total_steps, the lr decay depends on it).
     options = dict(total_steps=steps, batch_size=int(t.batch_size), seed=int(params.seed), device=params.device,
                    precision=t.precision, log_every=int(t.log_every), sample_every=int(t.sample_every),
                    sample_count=6 * SAMPLE_IMAGES, checkpoint_every=int(t.checkpoint_every),
-                   desc=f"CycleGAN {params.models[model].generator}")
+                   num_workers=int(params.data.num_workers), desc=f"CycleGAN {params.models[model].generator}")
     info = {"generator": params.models[model].generator, "width": params.models[model].width, "steps": steps,
             "parameters_G": count_parameters(nets["G_AB"]), "parameters_D": count_parameters(nets["D_A"])}
     return TrainingJob(step=step, dataset=dataset, options=options, info=info)

@@ -9,6 +9,7 @@ patients no generator has seen).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +18,9 @@ import pandas as pd
 import torch
 
 from medgan.config import Params
+from medgan.data.base import iter_batches
 from medgan.data.nsclc_radiomics import NSCLCRadiomics
 from medgan.data.phantoms import dataset_root
-from medgan.train.fingerprint import tensor_digest
 
 NOTEBOOK = "02_ct_fidelity_diversity"
 SPLITS = {"train": "GAN training + 'Real' row", "test": "reference set"}
@@ -32,21 +33,32 @@ def data_root(P: Params) -> Path:
 
 @dataclass
 class CTData:
-    """Training and reference (held-out patients) slices."""
+    """Training and reference (held-out patients) slices.
+
+    Both splits are item-store datasets: labels, subjects and meta come from their ``rows`` (in
+    memory), pixels are read from disk per item, so nothing here holds a split's images unless a
+    caller asks for a fixed subset (:meth:`images`) or streams them (:meth:`batches`).
+    """
 
     root: Path
     train: NSCLCRadiomics
     test: NSCLCRadiomics
     is_phantom: bool
 
-    def images(self, split: str) -> torch.Tensor:
-        """(N, 1, S, S) float32 in [-1, 1] of a split."""
+    def batches(self, split: str, *, batch_size: int, indices: Sequence[int] | None = None) -> Iterator[torch.Tensor]:
+        """(B, 1, S, S) float32 batches in [-1, 1] of a split (or of its ``indices``), read as they are used."""
+        return iter_batches(getattr(self, split), "image", batch_size=batch_size, indices=indices)
+
+    def images(self, split: str, indices: Sequence[int] | None = None) -> torch.Tensor:
+        """(N, 1, S, S) float32 in [-1, 1] of ``indices`` (default: the whole split) in memory: for
+        small fixed subsets (grids, thumbnails), and the feature extractor's training set."""
         ds = getattr(self, split)
-        return torch.stack([torch.as_tensor(np.asarray(r["image"], dtype=np.float32)) for r in ds.records])
+        order = range(len(ds)) if indices is None else indices
+        return torch.stack([ds[int(i)]["image"] for i in order])
 
     def labels(self, split: str) -> np.ndarray:
-        """(N,) int: 1 = patient died, 0 = alive (deadstatus.event)."""
-        return np.array([int(r["label"]) for r in getattr(self, split).records])
+        """(N,) int: 1 = patient died, 0 = alive (deadstatus.event), from the rows (no pixels read)."""
+        return np.array([int(r["label"]) for r in getattr(self, split).rows], dtype=np.int64)
 
     def counts(self) -> pd.DataFrame:
         """Slices, patients and survival classes per split."""
@@ -54,8 +66,8 @@ class CTData:
         for name, role in SPLITS.items():
             ds = getattr(self, name)
             y = self.labels(name)
-            hist = pd.Series([r["meta"]["histology"] for r in ds.records]).value_counts().to_dict()
-            rows[name] = {"role": role, "patients": len(set(r["subject"] for r in ds.records)), "slices": len(ds),
+            hist = pd.Series([r["meta"]["histology"] for r in ds.rows]).value_counts().to_dict()
+            rows[name] = {"role": role, "patients": len(ds.subjects), "slices": len(ds),
                           "slices of patients who died": int(y.sum()), "slices of survivors": int((y == 0).sum()),
                           "histologies": ", ".join(f"{k}: {v}" for k, v in sorted(hist.items()))}
         return pd.DataFrame(rows).T
@@ -65,7 +77,11 @@ _DATA_CACHE: dict[str, CTData] = {}
 
 
 def load_data(P: Params) -> CTData:
-    """Train/test slices split by patient (``data.split_fractions``), decoded once per configuration."""
+    """Train/test slices split by patient (``data.split_fractions``), indexed once per configuration.
+
+    The first load decodes the series into the item store with ``data.num_workers`` processes;
+    later loads (and runs) read it back.
+    """
     key = json.dumps(P.data.to_dict(), sort_keys=True, default=str)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()
@@ -73,9 +89,9 @@ def load_data(P: Params) -> CTData:
         d = P.data
         common = dict(window_center_hu=d.window_center_hu, window_width_hu=d.window_width_hu, crop_size=d.crop_size,
                       image_size=d.image_size, split_fractions=tuple(d.split_fractions), split_seed=d.split_seed,
-                      skip_bad=d.skip_bad)
+                      skip_bad=d.skip_bad, num_workers=d.num_workers)
         train, test = (NSCLCRadiomics(root, split=s, **common) for s in ("train", "test"))
-        overlap = set(r["subject"] for r in train.records) & set(r["subject"] for r in test.records)
+        overlap = set(train.subjects) & set(test.subjects)
         if overlap:  # the loader splits by patient; this guards the protocol itself
             raise RuntimeError(f"{root}: {len(overlap)} patients are in both train and test")
         _DATA_CACHE[key] = CTData(root=root, train=train, test=test, is_phantom=not d.root)
@@ -83,23 +99,29 @@ def load_data(P: Params) -> CTData:
 
 
 class TrainingSlices(torch.utils.data.Dataset):
-    """Items {"image", "label"} only (the GANs need nothing else; keeps collation cheap)."""
+    """Items {"image", "label"} of a slice dataset (the GANs need nothing else; keeps collation cheap).
 
-    def __init__(self, images: torch.Tensor, labels: np.ndarray):
-        self.images, self.labels = images, labels
+    Pixels are read per item from the dataset's item store (DataLoader workers each open it);
+    labels come from its rows.
+    """
+
+    def __init__(self, slices: NSCLCRadiomics):
+        self.slices = slices
+        self.labels = np.array([int(r["label"]) for r in slices.rows], dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.slices)
 
     def __getitem__(self, i: int) -> dict:
-        return {"image": self.images[i], "label": int(self.labels[i])}
+        store = getattr(self.slices, "store", None)
+        image = store.read_array("image", i) if store is not None else self.slices.records[i]["image"]
+        return {"image": torch.from_numpy(image), "label": int(self.labels[i])}
 
     def fingerprint(self) -> str:
-        """The engine's content key: a hash of the image and label arrays (cheaper than item by item)."""
-        return f"{tensor_digest(self.images)}-{tensor_digest(np.asarray(self.labels))}"
+        """The engine's content key: the slice dataset's (for a store, the digest of every stored byte)."""
+        return f"slices-{self.slices.fingerprint()}"
 
 
 def training_slices(P: Params) -> TrainingSlices:
     """The training patients' slices, as the GANs see them."""
-    data = load_data(P)
-    return TrainingSlices(data.images("train"), data.labels("train"))
+    return TrainingSlices(load_data(P).train)

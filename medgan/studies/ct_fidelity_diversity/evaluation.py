@@ -8,6 +8,7 @@ computed once across generation seeds and re-runs.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import torch
 
 from medgan.analysis import generative_scores as scores
 from medgan.config import Params
-from medgan.metrics import MemorizationResult, extract_features, memorization
+from medgan.metrics import MemorizationResult, memorization
 from medgan.metrics import features as F
 from medgan.studies.ct_fidelity_diversity.data import NOTEBOOK, CTData
 from medgan.studies.ct_fidelity_diversity.jobs import dcgan_config, pggan_config
@@ -27,7 +28,10 @@ from medgan.train import pggan as pggan_training
 from medgan.train.dcgan import DCGANStep
 from medgan.train.pggan import PGGANStep
 
+logger = logging.getLogger(__name__)
+
 TRAINED = ("DCGAN", "PGGAN")
+SHOWN_IMAGES = 16  # images kept per row for the grids; every other image is remade or read on demand
 UNTRAINED = {"DCGAN": "DCGAN (untrained)", "PGGAN": "PGGAN (untrained)"}  # trained row -> its floor baseline
 
 
@@ -39,13 +43,21 @@ def feature_extractor(P: Params, data: CTData, *, save_dir: str | os.PathLike, n
     ``features.extractor``: ``domain_cnn`` (default; trained here, no downloads) or
     ``finetuned_inception_v3`` (ImageNet Inception from ``$MEDGAN_INCEPTION_WEIGHTS``, fine-tuned
     ``features.epochs`` epochs, as the study). ``inception_v3`` gives the plain ImageNet network.
+    Without the ImageNet weights, ``features.fallback_extractor`` is trained instead (its name is
+    the extractor's name shown beside every number); null stops with the weights error.
     The training runs through the engine in ``save_dir/<name>/<key>`` and is reloaded on re-runs.
     This is the study's only call into extractor training.
     """
     f = P.features
     name = name or f.extractor
+    if name == "finetuned_inception_v3" and f.fallback_extractor and not imagenet_inception_available():
+        logger.warning("ImageNet Inception weights not found ($%s): training %s instead of %s",
+                       F.INCEPTION_ENV, f.fallback_extractor, name)
+        name = f.fallback_extractor
     if name == "inception_v3":
         return F.get_extractor("inception_v3")
+    # The extractor trainers take tensors: the training split in memory (the one set that is;
+    # everything scored streams).
     x, y = data.images("train"), data.labels("train")
     settings = dict(epochs=f.epochs, batch_size=f.batch_size, lr=f.lr, seed=P.seed)
     # Trained through the engine: a finished run under the same images and settings is reloaded.
@@ -88,11 +100,15 @@ def score_options(P: Params) -> dict[str, Any]:
 
 def score(P: Params, data: CTData, gens: dict[str, dict], extractor: torch.nn.Module, *,
           cache_dir: str | os.PathLike | None) -> scores.ProtocolResult:
-    """Table 1: every generator, ``eval.seeds`` generation seeds, scored against the test patients' slices."""
+    """Table 1: every generator, ``eval.seeds`` generation seeds, scored against the test patients' slices.
+
+    Everything streams: the slices are read and the images generated batch by batch (``eval.batch_size``)
+    and reduced to features at once.
+    """
     E = P.eval
-    return scores.run_protocol(gens, extractor, reference_images=data.images("test"),
-                               real_images=data.images("train"), seeds=list(E.seeds), n=E.n_generated,
-                               batch_size=E.batch_size, sample_seed=P.seed, cache_dir=cache_dir, **score_options(P))
+    return scores.run_protocol(gens, extractor, reference_images=data.test, real_images=data.train,
+                               seeds=list(E.seeds), n=E.n_generated, batch_size=E.batch_size, sample_seed=P.seed,
+                               cache_dir=cache_dir, keep_images=SHOWN_IMAGES, **score_options(P))
 
 
 def first_seed(result: scores.ProtocolResult, models=TRAINED) -> dict[str, np.ndarray]:
@@ -129,14 +145,38 @@ def spread_table(spread: pd.DataFrame) -> pd.DataFrame:
     return out.rename(columns={"std": "sd"})
 
 
-# --- memorisation ----------------------------------------------------------------------------------
+# --- embeddings and memorisation ---------------------------------------------------------------
+def embedding_sets(P: Params, data: CTData, gens: dict[str, dict], result: scores.ProtocolResult,
+                   model: str) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
+    """(features, images) of the first ``eval.embedding_points`` reference slices and first-seed images of
+    ``model``, for the t-SNE / UMAP figures. The images are read and remade for the figure only."""
+    n_pts = min(P.eval.embedding_points, result.n, len(result.reference_index))
+    features = {"Real": result.reference[0][:n_pts], model: result.rows[model][0][0][:n_pts]}
+    g = gens[model]
+    images = {"Real": data.images("test", result.reference_index[:n_pts]),
+              model: scores.generate_at(g["fn"], range(n_pts), n=result.n, z_dim=int(g["z_dim"]),
+                                        seed=result.seeds[0], batch_size=P.eval.batch_size)}
+    return features, images
+
+
 def memorisation_audit(P: Params, data: CTData, result: scores.ProtocolResult, extractor: torch.nn.Module, *,
                        cache_dir: str | os.PathLike | None) -> dict[str, MemorizationResult]:
     """Nearest training slice of each generated image (first seed) against the held-out slices' distances."""
-    train_feats, _ = extract_features(extractor, data.images("train"), batch_size=P.eval.batch_size,
-                                      cache_dir=cache_dir)
+    train_feats, _ = scores.embed(extractor, data.train, batch_size=P.eval.batch_size, cache_dir=cache_dir)
     return {m: memorization(train_feats, feats, result.reference[0], quantile=P.eval.memorization_quantile)
             for m, feats in first_seed(result).items()}
+
+
+def memorisation_examples(P: Params, data: CTData, gens: dict[str, dict], result: scores.ProtocolResult,
+                          audit: MemorizationResult, model: str) -> dict[str, Any]:
+    """The ``eval.nn_grid`` generated images of ``model`` closest to a training slice, remade, with those
+    slices: {"generated", "nearest_training" (n, 1, S, S), "distances" (n,)}, closest first."""
+    order = np.argsort(audit.nearest_train_distance)[:P.eval.nn_grid]
+    g = gens[model]
+    generated = scores.generate_at(g["fn"], order, n=result.n, z_dim=int(g["z_dim"]), seed=result.seeds[0],
+                                   batch_size=P.eval.batch_size)
+    return {"generated": generated, "nearest_training": data.images("train", audit.nearest_train_index[order]),
+            "distances": audit.nearest_train_distance[order]}
 
 
 def memorisation_table(audit: dict[str, MemorizationResult]) -> pd.DataFrame:

@@ -100,22 +100,22 @@ def spread_figure(spread: pd.DataFrame, *, title: str = "Run-to-run spread on fi
     return fig
 
 
-def nearest_neighbour_grid(generated, training, nearest_index: np.ndarray, distances: np.ndarray, *,
-                           n: int = 8, threshold: float | None = None, title: str | None = None) -> plt.Figure:
-    """Top row: ``n`` generated images closest to the training set; bottom row: their nearest training image.
+def nearest_neighbour_grid(generated, nearest_training, distances: np.ndarray, *,
+                           threshold: float | None = None, title: str | None = None) -> plt.Figure:
+    """Top row: generated images; bottom row: the nearest training image of each (the pairs of the
+    memorisation audit, closest first).
 
-    ``generated`` (M, C, H, W), ``training`` (N, C, H, W) in [-1, 1]; ``nearest_index`` / ``distances``
-    (M,) from :func:`medgan.metrics.memorization` (feature-space distances). Titles give the
-    distance and mark a copy when it is below ``threshold``.
+    ``generated`` and ``nearest_training`` (n, C, H, W) in [-1, 1], row i a pair; ``distances`` (n,)
+    their feature-space distances (:func:`medgan.metrics.memorization`). Titles give the distance
+    and mark a copy when it is below ``threshold``.
     """
-    gen, train = np.asarray(generated), np.asarray(training)
-    order = np.argsort(distances)[:n]
-    fig, axes = plt.subplots(2, len(order), figsize=(1.4 * len(order), 3.2), squeeze=False)
-    for j, i in enumerate(order):
-        axes[0, j].imshow(gen[i, 0], cmap="gray", vmin=-1, vmax=1)
-        flag = " copy?" if threshold is not None and distances[i] < threshold else ""
-        axes[0, j].set_title(f"d={distances[i]:.2g}{flag}", fontsize=7)
-        axes[1, j].imshow(train[nearest_index[i], 0], cmap="gray", vmin=-1, vmax=1)
+    gen, train, distances = np.asarray(generated), np.asarray(nearest_training), np.asarray(distances)
+    fig, axes = plt.subplots(2, len(gen), figsize=(1.4 * len(gen), 3.2), squeeze=False)
+    for j in range(len(gen)):
+        axes[0, j].imshow(gen[j, 0], cmap="gray", vmin=-1, vmax=1)
+        flag = " copy?" if threshold is not None and distances[j] < threshold else ""
+        axes[0, j].set_title(f"d={distances[j]:.2g}{flag}", fontsize=7)
+        axes[1, j].imshow(train[j, 0], cmap="gray", vmin=-1, vmax=1)
         for ax in axes[:, j]:
             ax.set_xticks([])
             ax.set_yticks([])

@@ -31,7 +31,8 @@ def _check_size(P: Params, size: int, where: str) -> None:
 def _options(P: Params, section: Params, dataset: TrainingSlices, name: str) -> dict:
     # Engine options only: the engine fingerprints the step, the data, the seed and the batch itself.
     return dict(total_steps=section.steps, batch_size=min(section.batch_size, len(dataset)), seed=P.seed,
-                device=P.device, log_every=section.log_every, sample_every=section.sample_every, desc=name)
+                device=P.device, log_every=section.log_every, sample_every=section.sample_every, desc=name,
+                num_workers=P.data.num_workers)  # DataLoader workers reading slices from the item store
 
 
 def dcgan_config(P: Params) -> DCGANConfig:

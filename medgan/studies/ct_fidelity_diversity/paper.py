@@ -94,7 +94,7 @@ def setup_table(P: Params, data: CTData, *, extractor: str) -> pd.DataFrame:
     E = P.eval
     n_test = len(data.test)
     ours = {
-        "patients": sum(len(set(r["subject"] for r in getattr(data, s).records)) for s in ("train", "test")),
+        "patients": sum(len(getattr(data, s).subjects) for s in ("train", "test")),
         "slices": len(data.train) + n_test,
         "centre crop (px)": P.data.crop_size,
         "image size (px)": P.data.image_size,

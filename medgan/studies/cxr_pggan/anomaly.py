@@ -30,28 +30,47 @@ def invert_options(P: Params, normal_step) -> dict[str, Any]:
     return options
 
 
-def supervised_scores(model: torch.nn.Module, queries: AnomalyQueries) -> tuple[tuple[np.ndarray, np.ndarray], float]:
-    """The multi-label classifier as a detector: max P over the findings (outputs after "normal"), on
-    the normal validation images and the queries; and its time per query in seconds."""
+def _batched_proba(model: torch.nn.Module, images, *, batch_size: int) -> np.ndarray:
+    """P (N, K) of a lazy image stack, read and scored ``batch_size`` images at a time."""
     device = str(next(model.parameters()).device)
-    val = predict_proba(model, queries.normal_val, device=device)[:, 1:].max(1)
+    out = [predict_proba(model, images[i:i + batch_size], batch_size=batch_size, device=device)
+           for i in range(0, len(images), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 1))
+
+
+def supervised_scores(model: torch.nn.Module, queries: AnomalyQueries, *, batch_size: int = 64
+                      ) -> tuple[tuple[np.ndarray, np.ndarray], float]:
+    """The multi-label classifier as a detector: max P over the findings (outputs after "normal"), on
+    the normal validation images and the queries (read per batch); and its time per query in seconds."""
+    val = _batched_proba(model, queries.normal_val, batch_size=batch_size)[:, 1:].max(1)
     t0 = time.perf_counter()
-    test = predict_proba(model, queries.images, device=device)[:, 1:].max(1)
+    test = _batched_proba(model, queries.images, batch_size=batch_size)[:, 1:].max(1)
     return (val, test), (time.perf_counter() - t0) / len(queries.images)
+
+
+def example_indices(findings, *, per_finding: int = 1, max_rows: int = 8) -> list[int]:
+    """The queries a figure shows: ``per_finding`` of each finding (normal first), at most ``max_rows``."""
+    picked, seen = [], {}
+    for i, name in enumerate(findings):
+        if seen.get(name, 0) < per_finding and len(picked) < max_rows:
+            picked.append(i)
+            seen[name] = seen.get(name, 0) + 1
+    return picked
 
 
 def evaluate(P: Params, queries: AnomalyQueries, normal_step, classifier: torch.nn.Module) -> AnomalyEvaluation:
     """AnoGAN (inverting the normal-only PGGAN of ``normal_step``) vs the mean-image baseline and the
     multi-label ``classifier`` on the queries, with the ``anogan`` parameters (threshold rule,
-    residual smoothing, image score)."""
+    residual smoothing, image score). The queries are read from disk chunk by chunk."""
     a = P.anogan
-    classifier_scores, classifier_seconds = supervised_scores(classifier, queries)
+    classifier_scores, classifier_seconds = supervised_scores(classifier, queries, batch_size=a.batch_size)
     return evaluate_anomaly_detection(
         inversion_generator(normal_step), normal_val=queries.normal_val, queries=queries.images,
         findings=queries.findings, masks=queries.masks, normal_train=queries.normal_mean,
         invert_options=invert_options(P, normal_step), specificity=a.specificity, pixel_quantile=a.pixel_quantile,
         score_kind=a.score_kind, sigma=a.sigma, trained_findings=queries.trained, classifier_scores=classifier_scores,
-        classifier_seconds_per_query=classifier_seconds)
+        classifier_seconds_per_query=classifier_seconds, n_boot=a.n_boot, n_boot_localisation=a.n_boot_localisation,
+        example_indices=example_indices(queries.findings))
 
 
 def image_roc_curves(evaluation: AnomalyEvaluation, queries: AnomalyQueries) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -59,17 +78,9 @@ def image_roc_curves(evaluation: AnomalyEvaluation, queries: AnomalyQueries) -> 
     return {name: (queries.abnormal.astype(int), s) for name, s in evaluation.scores.items()}
 
 
-def anomaly_examples(evaluation: AnomalyEvaluation, queries: AnomalyQueries, *, per_finding: int = 1,
-                     max_rows: int = 8) -> dict:
-    """Keyword arguments of :func:`medgan.studies.cxr_pggan.figures.anomaly_examples_figure` for a few
-    queries (one normal, then ``per_finding`` of each finding)."""
-    picked, seen = [], {}
-    for i, name in enumerate(queries.findings):
-        if seen.get(name, 0) < per_finding and len(picked) < max_rows:
-            picked.append(i)
-            seen[name] = seen.get(name, 0) + 1
-    inv = evaluation.inversion
-    return dict(queries=queries.images[picked], reconstructions=inv.reconstruction[picked],
-                maps=evaluation.maps[ANOGAN][picked], baseline_maps=evaluation.maps[BASELINE][picked],
-                masks=None if queries.masks is None else queries.masks[picked],
-                titles=[queries.findings[i] for i in picked])
+def anomaly_examples(evaluation: AnomalyEvaluation, queries: AnomalyQueries) -> dict:
+    """Keyword arguments of :func:`medgan.studies.cxr_pggan.figures.anomaly_examples_figure` for the
+    queries the evaluation kept (:func:`example_indices`: one normal, then one of each finding)."""
+    ex = evaluation.examples
+    return dict(queries=ex.queries, reconstructions=ex.reconstructions, maps=ex.maps[ANOGAN],
+                baseline_maps=ex.maps[BASELINE], masks=ex.masks, titles=[queries.findings[i] for i in ex.indices])

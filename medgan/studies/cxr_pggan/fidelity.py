@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medgan.analysis.classifier_fidelity import (ThreeStepResult, generate_and_pseudo_label, match_class_counts,
-                                                 three_step_evaluation)
+from medgan.analysis.classifier_fidelity import (ThreeStepResult, generate_and_pseudo_label, generate_batches,
+                                                 match_class_counts, three_step_evaluation)
 from medgan.analysis.gradcam import grad_cam
 from medgan.config import Params
 from medgan.studies.cxr_pggan.data import CXRData, binary_view, gradcam_cases
@@ -25,19 +25,27 @@ def synthetic_set_table(job: TrainingJob) -> pd.DataFrame:
 
 def three_step(P: Params, data: CXRData, real_model, synthetic_model, gan_step) -> ThreeStepResult:
     """Step 3: both classifiers on the real test set, classifier(synthetic) on a held-out synthetic
-    test set (pseudo-labelled by classifier(real), new latents, matched to the real test counts)."""
+    test set (pseudo-labelled by classifier(real), new latents, matched to the real test counts).
+
+    The synthetic test images are streamed: the draw keeps latents and probabilities, and the kept
+    latents are drawn again batch by batch for classifier(synthetic); the real test set is read
+    from disk batch by batch."""
     f = P.fidelity
     test = binary_view(data.test)
-    labels = np.array([r["label"] for r in test.records])
+    labels = test.label_array()
     device = next(real_model.parameters()).device
-    images, _, pseudo = generate_and_pseudo_label(
-        generator_fn(gan_step), real_model, z_dim=z_dim_of(gan_step), n=f.n_generate, batch_size=f.batch_size,
-        seed=P.seed + 202, positive_above=f.positive_above, negative_below=f.negative_below, device=device)
-    keep = match_class_counts(pseudo, {0: int((labels == 0).sum()), 1: int((labels == 1).sum())}, seed=P.seed + 1)
+    G = generator_fn(gan_step)
+    drawn = generate_and_pseudo_label(
+        G, real_model, z_dim=z_dim_of(gan_step), n=f.n_generate, batch_size=f.batch_size, seed=P.seed + 202,
+        positive_above=f.positive_above, negative_below=f.negative_below, device=device, progress=True)
+    keep = match_class_counts(drawn.labels, {0: int((labels == 0).sum()), 1: int((labels == 1).sum())}, seed=P.seed + 1)
+    batches = generate_batches(G, drawn.latents[keep], batch_size=f.batch_size, device=device)
+    synthetic_scores = [predict_proba(synthetic_model, images, device=str(device))[:, 0] for images in batches]
     return three_step_evaluation(
-        real_test_labels=labels, real_on_real=predict_proba(real_model, test)[:, 0],
-        synthetic_on_real=predict_proba(synthetic_model, test)[:, 0], synthetic_test_labels=pseudo[keep],
-        synthetic_on_synthetic=predict_proba(synthetic_model, images[keep])[:, 0],
+        real_test_labels=labels, real_on_real=predict_proba(real_model, test, device=str(device))[:, 0],
+        synthetic_on_real=predict_proba(synthetic_model, test, device=str(device))[:, 0],
+        synthetic_test_labels=drawn.labels[keep],
+        synthetic_on_synthetic=np.concatenate(synthetic_scores) if synthetic_scores else np.zeros(0),
         threshold=P.classifier.threshold, n_boot=f.n_boot, seed=P.seed)
 
 

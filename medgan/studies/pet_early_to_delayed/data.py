@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from medgan.config import Params
-from medgan.data.base import stack_items, subjects_of
+from medgan.data.base import iter_batches, subjects_of
 from medgan.data.pet_early_delayed import PETEarlyDelayed
 from medgan.data.phantoms import dataset_root
 
@@ -23,6 +23,12 @@ def data_root(params: Params) -> Path:
     return dataset_root(params.data, "pet")
 
 
+def read_images(dataset, indices, key: str = "image") -> torch.Tensor:
+    """The ``key`` images of a few slices (N, 1, H, W): a small fixed subset, read without the rest."""
+    indices = list(indices)
+    if not indices:
+        return torch.zeros((0, *dataset[0][key].shape))
+    return torch.cat(list(iter_batches(dataset, key, batch_size=len(indices), indices=indices)))
 
 
 @dataclass
@@ -55,7 +61,7 @@ def load_data(params: Params) -> PETData:
     root = data_root(params)
     common = dict(suv_max=float(d.suv_max), image_size=d.image_size, split_fractions=tuple(d.split_fractions),
                   split_seed=int(d.split_seed), skip_bad=bool(d.skip_bad), min_body_suv=float(d.min_body_suv),
-                  with_masks=not d.root)
+                  with_masks=not d.root, num_workers=int(d.num_workers))
     data = PETData(root=root, train=PETEarlyDelayed(root, split="train", **common),
                    test=PETEarlyDelayed(root, split="test", **common), is_phantom=not d.root)
     shared = data.shared_patients()
@@ -65,6 +71,10 @@ def load_data(params: Params) -> PETData:
 
 
 def extractor_training_set(data: PETData) -> tuple[torch.Tensor, torch.Tensor]:
-    """Train slices labelled early (0) / delayed (1): the in-domain feature network's task."""
-    early, delayed = stack_items(data.train), stack_items(data.train, "target")
+    """Train slices labelled early (0) / delayed (1): the in-domain feature network's task.
+
+    All in memory: the extractor's trainer takes tensors.
+    """
+    early = torch.cat(list(iter_batches(data.train, "image", batch_size=256)))
+    delayed = torch.cat(list(iter_batches(data.train, "target", batch_size=256)))
     return torch.cat([early, delayed]), torch.cat([torch.zeros(len(early)), torch.ones(len(delayed))]).long()

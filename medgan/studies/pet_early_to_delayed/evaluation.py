@@ -2,7 +2,9 @@
 MAE and FID with CIs over patients, and read tumour uptake on the phantom.
 
 The scoring itself is generic (:mod:`medgan.analysis.translation_scores`,
-:mod:`medgan.analysis.pet_uptake`); this module says which images go where.
+:mod:`medgan.analysis.pet_uptake`); this module says which images go where. Test slices are
+translated and scored batch by batch (and the uptake ratio summed over the train slices batch by
+batch), so memory holds scores, features and a few slices for the figures, not the test set.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from torch.utils.data import DataLoader
 
 from medgan.analysis import pet_uptake, translation_scores
 from medgan.analysis.translation_scores import TranslationEvaluation
 from medgan.config import Params
-from medgan.data.base import stack_items, subjects_of
+from medgan.data.base import subjects_of
 from medgan.studies.pet_early_to_delayed.data import PETData, extractor_training_set
 from medgan.studies.pet_early_to_delayed.jobs import MODEL_LABELS
 from medgan.train.cyclegan import translate
@@ -29,7 +32,10 @@ GENERATOR_OF = {"pix2pix": "G", "cyclegan": "G_AB"}
 
 @dataclass
 class TestTranslations:
-    """The test slices (N, 1, H, W) in [-1, 1]: early input, true delayed frame, and each model's prediction."""
+    """Test slices (N, 1, H, W) in [-1, 1]: early input, true delayed frame, and each model's prediction.
+
+    :func:`evaluate` keeps ``eval.grid_n`` of them, spread evenly through the test set (the grid).
+    """
 
     sources: torch.Tensor
     truth: torch.Tensor
@@ -38,83 +44,108 @@ class TestTranslations:
     predictions: dict[str, torch.Tensor]  # method label -> predicted delayed slices
 
 
-def translate_test(jobs: dict[str, TrainingJob], data: PETData, params: Params) -> TestTranslations:
-    """Predict the delayed test slices with each trained model (CycleGAN: its early->delayed generator)."""
-    early = stack_items(data.test)
-    predictions = {MODEL_LABELS[model]: translate(job.step.nets[GENERATOR_OF[model]], early,
-                                                  batch_size=int(params.eval.batch_size))
-                   for model, job in jobs.items()}
-    masks = stack_items(data.test, "mask") if data.is_phantom else None
-    return TestTranslations(sources=early, truth=stack_items(data.test, "target"), subjects=subjects_of(data.test),
-                            masks=masks, predictions=predictions)
-
-
 @dataclass
 class Scores:
-    """Everything scored: the predictions with the scaled-identity baseline, the ratio, the evaluation."""
+    """Everything scored on the test set, and the slices the figures show."""
 
-    predictions: dict[str, torch.Tensor]  # the models' and "identity × ratio" (plain identity is added by the scorer)
+    methods: list[str]  # the models, "identity × ratio" and "identity", in table order
     uptake_ratio: float  # training set's global delayed/early SUV ratio
-    evaluation: TranslationEvaluation
+    evaluation: TranslationEvaluation  # per-slice scores, summaries with CIs, FID, the worst slices
+    psnr_by_range: pd.DataFrame  # mean PSNR (dB) per method (without plain identity) and declared range (SUV)
+    tumours: tuple[pd.DataFrame, pd.DataFrame] | None  # (summary per method, rows per patient); None without masks
+    samples: TestTranslations  # the grid's slices
 
-    @property
-    def methods(self) -> list[str]:
-        return list(self.predictions) + ["identity"]
+
+def batches(dataset, params: Params) -> DataLoader:
+    """A split's slices in order, ``eval.batch_size`` at a time (``data.num_workers`` loader processes)."""
+    return DataLoader(dataset, batch_size=int(params.eval.batch_size), shuffle=False,
+                      num_workers=int(params.data.num_workers))
 
 
-def with_scaled_identity(out: TestTranslations, data: PETData, params: Params) -> tuple[dict[str, torch.Tensor], float]:
-    """The models' predictions plus the early image times the training set's delayed/early uptake ratio."""
-    suv_max = float(params.data.suv_max)
-    ratio = pet_uptake.uptake_ratio(stack_items(data.train), stack_items(data.train, "target"), suv_max=suv_max)
-    scaled = pet_uptake.scaled_identity(out.sources, ratio=ratio, suv_max=suv_max)
-    return {**out.predictions, f"identity × {ratio:.2f}": scaled}, ratio
+def train_uptake_ratio(data: PETData, params: Params) -> float:
+    """The training set's global delayed/early SUV ratio, summed batch by batch."""
+    return pet_uptake.uptake_ratio_of_batches(((b["image"], b["target"]) for b in batches(data.train, params)),
+                                              suv_max=float(params.data.suv_max))
+
+
+def scaled_identity_label(ratio: float) -> str:
+    return f"identity × {ratio:.2f}"
 
 
 def feature_network(data: PETData, params: Params, *, run_dir: str | Path | None = None) -> torch.nn.Module:
     """The FID feature network: Inception with local weights, else a CNN trained early vs delayed on train slices
     (through the engine in ``run_dir``, reloaded when finished)."""
-    images, labels = extractor_training_set(data)
+    pretrained = translation_scores.uses_inception(params.eval.extractor)  # then no training slice is read
+    images, labels = (None, None) if pretrained else extractor_training_set(data)
     return translation_scores.choose_extractor(train_images=images, train_labels=labels, channels=1,
                                                domain_cnn=params.eval.domain_cnn.to_dict(),
                                                prefer=params.eval.extractor, run_dir=run_dir)
 
 
-def evaluate(out: TestTranslations, data: PETData, params: Params, *, cache_dir: str | Path | None = None) -> Scores:
-    """Score every method against the true delayed test slices (PSNR, SSIM, MAE per patient) and against
-    the real delayed distribution (FID), with bootstrap CIs over test patients.
+def grid_indices(n_slices: int, n: int) -> list[int]:
+    """``n`` test slices picked evenly through the test set, so the grid spans the body."""
+    return sorted(set(torch.linspace(0, n_slices - 1, n).round().long().tolist())) if n_slices else []
 
-    ``cache_dir``: the feature cache (``run.dir / "feature-cache"``), so a second run recomputes no features;
-    the feature network trains beside it (``<cache_dir>/../feature-network``).
+
+def evaluate(jobs: dict[str, TrainingJob], data: PETData, params: Params, *,
+             cache_dir: str | Path | None = None) -> Scores:
+    """Predict the delayed test slices with each trained model (CycleGAN: its early->delayed generator) and
+    score every method batch by batch: PSNR, SSIM, MAE per patient against the true delayed slices, FID
+    against the real delayed distribution (bootstrap CIs over test patients), PSNR per declared range and,
+    with masks, tumour uptake. Baselines: the early slice itself, and times the train set's uptake ratio.
+
+    ``cache_dir``: the feature cache (``run.dir / "feature-cache"``), so the real slices' features are
+    computed once; the feature network trains beside it (``<cache_dir>/../feature-network``).
     """
     e = params.eval
-    predictions, ratio = with_scaled_identity(out, data, params)
-    ev = translation_scores.evaluate_translations(
-        {method: {DIRECTION: pred} for method, pred in predictions.items()}, sources={DIRECTION: out.sources},
-        subjects={DIRECTION: out.subjects}, truths={DIRECTION: out.truth},
-        real_targets={DIRECTION: (out.truth, out.subjects)}, features=feature_network(
-            data, params, run_dir=None if cache_dir is None else Path(cache_dir).parent / "feature-network"),
-        feature_batch_size=int(e.batch_size), cache_dir=cache_dir, data_range=float(e.data_range),
-        ssim_win_size=int(e.ssim_win_size), n_boot=int(e.n_boot), fid_n_boot=int(e.fid_n_boot), alpha=float(e.alpha),
-        seed=int(params.seed))
-    return Scores(predictions=predictions, uptake_ratio=ratio, evaluation=ev)
+    suv_max, bs = float(params.data.suv_max), int(e.batch_size)
+    ratio = train_uptake_ratio(data, params)
+    extractor = feature_network(data, params,
+                                run_dir=None if cache_dir is None else Path(cache_dir).parent / "feature-network")
+    scorer = translation_scores.TranslationScorer(extractor, data_range=float(e.data_range),
+                                                  ssim_win_size=int(e.ssim_win_size), keep_worst=int(e.worst_k),
+                                                  worst_metric="ssim")
+    scorer.set_reference(DIRECTION, translation_scores.dataset_features(
+        extractor, data.test, key="target", batch_size=bs, cache_dir=cache_dir), subjects_of(data.test))
+    sweep = pet_uptake.PSNRRangeSweep(suv_max=suv_max, ranges_suv=list(e.psnr_ranges_suv))
+    lesions = pet_uptake.LesionUptake(suv_max=suv_max) if data.is_phantom else None
+    generators = {MODEL_LABELS[model]: job.step.nets[GENERATOR_OF[model]] for model, job in jobs.items()}
+    wanted, seen = set(grid_indices(len(data.test), int(e.grid_n))), 0
+    kept: dict[str, list[torch.Tensor]] = {}
+    subjects_kept: list[str] = []
+    for batch in batches(data.test, params):
+        early, delayed, subjects = batch["image"], batch["target"], list(batch["subject"])
+        with torch.no_grad():  # inference only: no autograd graph kept across the batch
+            predictions = {label: translate(g, early, batch_size=bs) for label, g in generators.items()}
+        predictions[scaled_identity_label(ratio)] = pet_uptake.scaled_identity(early, ratio=ratio, suv_max=suv_max)
+        for method, pred in predictions.items():
+            scorer.add(method, DIRECTION, pred, subjects=subjects, truth=delayed, source=early)
+            sweep.add(method, pred, delayed)
+            if lesions is not None:
+                lesions.add(method, pred, delayed, batch["mask"], subjects)
+        scorer.add("identity", DIRECTION, early, subjects=subjects, truth=delayed, source=early)
+        rows = [i for i in range(len(early)) if seen + i in wanted]
+        if rows:  # the grid's slices: copied out, so the batch itself is not kept
+            shown = {"early": early, "delayed": delayed, **{f"model:{label}": predictions[label] for label in generators}}
+            if data.is_phantom:
+                shown["mask"] = batch["mask"]
+            for name, images in shown.items():
+                kept.setdefault(name, []).append(images[rows].clone())
+            subjects_kept += [subjects[i] for i in rows]
+        seen += len(early)
+    samples = TestTranslations(sources=torch.cat(kept["early"]), truth=torch.cat(kept["delayed"]),
+                               subjects=subjects_kept, masks=torch.cat(kept["mask"]) if "mask" in kept else None,
+                               predictions={label: torch.cat(kept[f"model:{label}"]) for label in generators})
+    ev = scorer.evaluate(n_boot=int(e.n_boot), fid_n_boot=int(e.fid_n_boot), alpha=float(e.alpha), seed=int(params.seed))
+    tumours = None
+    if lesions is not None:
+        per_patient = lesions.table()
+        tumours = pet_uptake.lesion_summary(per_patient), per_patient
+    return Scores(methods=[*generators, scaled_identity_label(ratio), "identity"], uptake_ratio=ratio, evaluation=ev,
+                  psnr_by_range=sweep.table(), tumours=tumours, samples=samples)
 
 
 def slice_level(scores: Scores, params: Params) -> pd.DataFrame:
     """The image scores averaged over slices (every slice weighs the same), bootstrap CIs over slices."""
     return translation_scores.summarize(scores.evaluation.per_image, level="slice", n_boot=int(params.eval.n_boot),
                                         seed=int(params.seed))
-
-
-def psnr_by_declared_range(scores: Scores, out: TestTranslations, params: Params) -> pd.DataFrame:
-    """Mean PSNR (dB) of every method for each range in ``eval.psnr_ranges_suv`` (SUV)."""
-    return pet_uptake.psnr_range_sweep(scores.predictions, out.truth, suv_max=float(params.data.suv_max),
-                                       ranges_suv=list(params.eval.psnr_ranges_suv))
-
-
-def tumour_uptake(scores: Scores, out: TestTranslations, params: Params) -> tuple[pd.DataFrame, pd.DataFrame] | None:
-    """(summary per method, rows per patient) of SUVmax/SUVmean errors in the tumour masks; None without masks."""
-    if out.masks is None:
-        return None
-    per_patient = pet_uptake.lesion_uptake(scores.predictions, out.truth, out.masks, out.subjects,
-                                           suv_max=float(params.data.suv_max))
-    return pet_uptake.lesion_summary(per_patient), per_patient

@@ -1,7 +1,7 @@
 """Study 4's own figures: test slices with every prediction and its error, and the worst slices per model.
 
 Both are the generic translation figures (:mod:`medgan.reports.translation_figures`) fed with
-this study's rows.
+this study's rows: the grid's slices and the worst ones were kept while the test set was scored.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import torch
 
-from medgan.analysis import translation_scores
 from medgan.reports import translation_figures
 from medgan.studies.pet_early_to_delayed.evaluation import DIRECTION, Scores, TestTranslations
 
@@ -34,16 +33,16 @@ def prediction_grid(out: TestTranslations, *, n: int) -> plt.Figure:
                                                 title="Test slices: input, truth, predictions and absolute errors")
 
 
-def worst_case_grids(scores: Scores, out: TestTranslations, *, k: int, metric: str = "ssim") -> list[plt.Figure]:
-    """Per trained model, its ``k`` worst test slices by ``metric``: input, prediction, truth, error."""
+def worst_case_grids(scores: Scores) -> list[plt.Figure]:
+    """Per trained model, its ``eval.worst_k`` worst test slices by SSIM (kept while scoring):
+    input, prediction, truth, error."""
     figures = []
-    for method in out.predictions:
-        worst = translation_scores.worst_cases(scores.evaluation.per_image, k=k, metric=metric, method=method,
-                                               direction=DIRECTION)
-        idx = worst["index"].tolist()
-        captions = [f"{row.subject[:8]} #{row.index}\n{metric.upper()} {getattr(row, metric):.2f}"
-                    for row in worst.itertuples()]
-        figures.append(translation_figures.worst_case_grid(
-            out.sources[idx], scores.predictions[method][idx], out.truth[idx], captions=captions,
-            title=f"{method}: worst test slices by {metric.upper()}"))
+    for method in scores.samples.predictions:
+        worst = scores.evaluation.worst.get((method, DIRECTION))
+        if worst is None:
+            continue
+        captions = [f"{row.subject[:8]} #{row.index}\nSSIM {row.ssim:.2f}" for row in worst.rows.itertuples()]
+        figures.append(translation_figures.worst_case_grid(worst.source, worst.prediction, worst.truth,
+                                                           captions=captions,
+                                                           title=f"{method}: worst test slices by SSIM"))
     return figures

@@ -14,8 +14,7 @@ import torch
 from medgan.config import Params
 from medgan.models.blocks import count_parameters
 from medgan.models.image_to_image import define_discriminator, define_generator
-from medgan.data.base import stack_items
-from medgan.studies.pet_early_to_delayed.data import load_data
+from medgan.studies.pet_early_to_delayed.data import load_data, read_images
 from medgan.studies.registry import register
 from medgan.train.cyclegan import CycleGANStep, UnpairedDataset
 from medgan.train.engine import seed_everything
@@ -42,7 +41,8 @@ def _options(params: Params, model: str) -> dict:
     t = params.train
     return dict(total_steps=int(t.steps), batch_size=int(t.batch_size), seed=int(params.seed), device=params.device,
                 precision=t.precision, log_every=int(t.log_every), sample_every=int(t.sample_every),
-                checkpoint_every=int(t.checkpoint_every), desc=MODEL_LABELS[model])
+                checkpoint_every=int(t.checkpoint_every), num_workers=int(params.data.num_workers),
+                desc=MODEL_LABELS[model])
 
 
 @register(NOTEBOOK, "pix2pix")
@@ -54,7 +54,7 @@ def pix2pix(params: Params) -> TrainingJob:
     D = _discriminator(params, 2)  # conditional: sees (early, delayed) stacked
     t = params.train
     step = Pix2PixStep(G, D, lr=float(t.lr), betas=tuple(t.betas), lambda_l1=float(t.lambda_l1),
-                       decay_start=float(t.decay_start), sample_inputs=stack_items(data.test)[:8])
+                       decay_start=float(t.decay_start), sample_inputs=read_images(data.test, range(min(8, len(data.test)))))
     return TrainingJob(step=step, dataset=data.train, options=_options(params, "pix2pix"),
                        info={"train slices": len(data.train)})
 

@@ -1,4 +1,4 @@
-"""How study 1 reads RxRx19a: the 4 domains of HRCE crops, split by well, as tensors.
+"""How study 1 reads RxRx19a: the 4 domains of HRCE crops, split by well, as datasets read per item.
 
 The data is ``data.root`` (real RxRx19a) or, when it is unset, the cell phantom written in the
 RxRx19a layout from ``data.phantom``. Training uses the ``train`` wells; evaluation uses the
@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from medgan.config import Params
+from medgan.data.base import iter_batches
 from medgan.data.phantoms import dataset_root
 from medgan.data.rxrx19a import STAINS, RxRx19a
 from medgan.reports.tables import bad_input_table
@@ -25,8 +26,10 @@ def data_root(P: Params) -> Path:
     return dataset_root(P.data, "cells")
 
 
-def load_split(P: Params, split: str | None, *, with_truth: bool = False) -> RxRx19a:
-    """The :class:`~medgan.data.rxrx19a.RxRx19a` crops of one split (wells never straddle splits).
+def load_split(P: Params, split: str | tuple[str, ...] | None, *, with_truth: bool = False) -> RxRx19a:
+    """The :class:`~medgan.data.rxrx19a.RxRx19a` crops of one split, or of several in order (wells never
+    straddle splits). Pixels stay in the loader's item store (decoded once, ``data.num_workers``
+    processes) and are read per item.
 
     ``with_truth`` adds each crop rendered under every condition (phantom only; ignored on real data).
     """
@@ -35,29 +38,38 @@ def load_split(P: Params, split: str | None, *, with_truth: bool = False) -> RxR
     return RxRx19a(data_root(P), cell_type=d.cell_type, concentrations_um=concentrations,
                    crop_size=d.crop_size, image_size=d.image_size, max_sites_per_domain=d.max_sites_per_domain,
                    with_truth=with_truth and not d.root, split=split,
-                   split_fractions=tuple(d.split_fractions), split_seed=d.split_seed)
+                   split_fractions=tuple(d.split_fractions), split_seed=d.split_seed,
+                   num_workers=d.num_workers, progress=True)
 
 
-def stack_dataset(dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """All images (N, C, S, S) in [-1, 1] and domain labels (N,) of an in-memory dataset."""
-    items = [dataset[i] for i in range(len(dataset))]
-    return (torch.stack([torch.as_tensor(it["image"]) for it in items]),
-            torch.tensor([int(it["label"]) for it in items]))
+def labels_of(dataset: RxRx19a) -> torch.Tensor:
+    """(N,) domain label of every crop, from the loader's rows (no pixels are read)."""
+    return torch.tensor([int(row["label"]) for row in dataset.rows], dtype=torch.long)
+
+
+def stack_images(dataset, *, batch_size: int = 256) -> torch.Tensor:
+    """Every image of a dataset, (N, C, S, S) in [-1, 1], read batch by batch: only for what must be in
+    memory (the training step's reference pool and the in-domain CNN take tensors)."""
+    return torch.cat(list(iter_batches(dataset, "image", batch_size=batch_size)))
+
+
+HELDOUT = ("val", "test")  # the held-out wells, read as one dataset (val crops first)
 
 
 @dataclass
 class EvaluationData:
-    """The study's images as CPU tensors, (N, C, S, S) float in [-1, 1] (C = 5 stains).
+    """The study's crops as datasets (pixels read per item) with their labels in memory.
 
-    heldout_*: the val + test wells. heldout_truth: (N, K, C, S, S) each held-out field rendered
-    in every domain (phantom), else None. counts: images and wells per split and domain.
+    train: the training wells' crops. heldout: the val + test wells' crops (val first), whose items
+    hold ``truth`` (K, C, S, S), the field rendered in every domain, when ``has_truth`` (phantom).
+    train_labels / heldout_labels: (N,) domain per crop. counts: images and wells per split and domain.
     """
 
-    train_images: torch.Tensor
+    train: RxRx19a
+    heldout: RxRx19a
     train_labels: torch.Tensor
-    heldout_images: torch.Tensor
     heldout_labels: torch.Tensor
-    heldout_truth: torch.Tensor | None
+    has_truth: bool
     domain_names: list[str]
     stain_names: list[str]
     counts: pd.DataFrame
@@ -66,31 +78,29 @@ class EvaluationData:
     def first_train_image_per_domain(self) -> torch.Tensor:
         """(K, C, S, S): the first training crop of every domain (for a look at the data)."""
         first = [int((self.train_labels == k).nonzero()[0]) for k in range(len(self.domain_names))]
-        return self.train_images[first]
+        return torch.stack([self.train[i]["image"] for i in first])
+
+
+def crop_counts(datasets: dict[str, RxRx19a]) -> pd.DataFrame:
+    """Crops and wells per domain and split, from the loaders' rows and split maps."""
+    counts = []
+    for dataset in datasets.values():
+        for k, name in enumerate(dataset.domain_names):
+            for split in dict.fromkeys(dataset.split_map[r["subject"]] for r in dataset.rows):
+                rows = [r for r in dataset.rows if r["label"] == k and dataset.split_map[r["subject"]] == split]
+                counts.append({"split": split, "domain": name, "images": len(rows),
+                               "wells": len({r["subject"] for r in rows})})
+    return pd.DataFrame(counts).pivot(index="domain", columns="split", values=["images", "wells"]).fillna(0).astype(int)
 
 
 def load_evaluation_data(P: Params) -> EvaluationData:
-    """Training images and held-out (val + test wells) images, with a count per split and domain."""
-    parts, counts, names, loaded = {}, [], [], {}
-    for split in ("train", "val", "test"):
-        dataset = loaded[split] = load_split(P, split, with_truth=split != "train")
-        items = [dataset[i] for i in range(len(dataset))]
-        images = torch.stack([torch.as_tensor(it["image"]) for it in items])
-        labels = torch.tensor([int(it["label"]) for it in items])
-        truth = torch.stack([torch.as_tensor(it["truth"]) for it in items]) if items and "truth" in items[0] else None
-        parts[split] = (images, labels, truth)
-        names = dataset.domain_names
-        for k, name in enumerate(names):
-            wells = {it["subject"] for it in items if int(it["label"]) == k}
-            counts.append({"split": split, "domain": name, "images": int((labels == k).sum()), "wells": len(wells)})
-    held = [parts["val"], parts["test"]]
-    truth = None if held[0][2] is None else torch.cat([h[2] for h in held])
+    """Training crops and held-out (val + test wells) crops, with a count per split and domain."""
+    train, heldout = load_split(P, "train"), load_split(P, HELDOUT, with_truth=True)
     return EvaluationData(
-        train_images=parts["train"][0], train_labels=parts["train"][1],
-        heldout_images=torch.cat([h[0] for h in held]), heldout_labels=torch.cat([h[1] for h in held]),
-        heldout_truth=truth, domain_names=list(names), stain_names=list(STAINS),
-        counts=pd.DataFrame(counts).pivot(index="domain", columns="split", values=["images", "wells"]),
-        bad_input=bad_input_table(loaded))
+        train=train, heldout=heldout, train_labels=labels_of(train), heldout_labels=labels_of(heldout),
+        has_truth=not P.data.root, domain_names=list(train.domain_names),
+        stain_names=list(STAINS), counts=crop_counts({"train": train, "held out": heldout}),
+        bad_input=bad_input_table({"train": train, " + ".join(HELDOUT): heldout}))
 
 
 def treatment_matches(match_report: dict) -> pd.DataFrame:

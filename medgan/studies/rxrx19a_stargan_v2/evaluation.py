@@ -20,19 +20,19 @@ from medgan.analysis.gradcam import grad_cam
 from medgan.config import Params
 from medgan.metrics.features import INCEPTION_ENV, DomainCNN, get_extractor, train_domain_cnn
 from medgan.models.classifiers import build_classifier
-from medgan.studies.rxrx19a_stargan_v2.data import EvaluationData
-from medgan.train.classifier import ImageLabelDataset, train_classifier
+from medgan.studies.rxrx19a_stargan_v2.data import EvaluationData, stack_images
+from medgan.train.classifier import train_classifier
 
 MODES = ("latent", "reference")  # StarGAN v2's two ways to pick a style: mapping network or reference image
 
 
 def evaluation_set(data: EvaluationData, P: Params) -> sts.EvalSet:
     """Held-out crops split into sources (at most ``eval.max_sources_per_domain`` per domain) and
-    references; the training crops are the FID reference set of each domain."""
-    return sts.make_eval_set(data.train_images, data.train_labels, data.heldout_images, data.heldout_labels,
-                             domain_names=data.domain_names, stain_names=data.stain_names,
-                             heldout_truth=data.heldout_truth, max_sources_per_domain=P.eval.max_sources_per_domain,
-                             seed=P.eval.seed)
+    references; the training crops are the FID reference set of each domain. Indices only: the
+    scores read the crops from the loaders' item stores chunk by chunk."""
+    return sts.make_eval_set(data.train, data.train_labels, data.heldout, data.heldout_labels,
+                             domain_names=data.domain_names, stain_names=data.stain_names, has_truth=data.has_truth,
+                             max_sources_per_domain=P.eval.max_sources_per_domain, seed=P.eval.seed)
 
 
 # --------------------------------------------------------------------------- scorers
@@ -65,13 +65,15 @@ def build_scorers(data: EvaluationData, P: Params, *, run_dir: str | os.PathLike
     - distance: LPIPS when its ImageNet trunk is on this machine, else the LPIPS-style distance on
       the ``domain_cnn``;
     - classifier: ``eval.classifier`` (softmax over the domains), trained through the engine in
-      ``run_dir/domain_classifier`` (a finished run is reloaded).
+      ``run_dir/domain_classifier`` (a finished run is reloaded) on the training crops as the loader
+      serves them (read per batch).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    images, labels, num_domains = data.train_images, data.train_labels, len(data.domain_names)
-    domain_cnn = _domain_cnn(images, labels, num_domains=num_domains, config=dict(P.eval.domain_cnn), seed=P.seed,
-                             run_dir=run_dir)
+    num_domains, channels = len(data.domain_names), len(data.stain_names)
+    # train_domain_cnn takes tensors: the training crops are read into memory for it
+    domain_cnn = _domain_cnn(stack_images(data.train), data.train_labels, num_domains=num_domains,
+                             config=dict(P.eval.domain_cnn), seed=P.seed, run_dir=run_dir)
     choice = P.eval.extractor
     weights = os.environ.get(INCEPTION_ENV)
     if choice == "inception_v3" or (choice == "auto" and weights and Path(weights).is_file()):
@@ -83,9 +85,9 @@ def build_scorers(data: EvaluationData, P: Params, *, run_dir: str | os.PathLike
     distance = sts.make_distance(extractor=domain_cnn, lpips_net=P.eval.lpips_net)
     c = P.eval.classifier
     torch.manual_seed(P.seed)
-    classifier = build_classifier(c.arch, in_channels=images.shape[1], num_outputs=num_domains, head="softmax",
+    classifier = build_classifier(c.arch, in_channels=channels, num_outputs=num_domains, head="softmax",
                                   width=c.width)
-    classifier, history = train_classifier(classifier, ImageLabelDataset(images, labels),
+    classifier, history = train_classifier(classifier, data.train,
                                            run_dir=run_dir / "domain_classifier", steps=c.steps,
                                            batch_size=c.batch_size, lr=c.lr, seed=P.seed, device=P.device,
                                            desc="domain classifier")
@@ -168,7 +170,7 @@ def last_checkpoint_means(scores: pd.DataFrame) -> pd.DataFrame:
 def grid_sources(eval_set: sts.EvalSet, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first source of each domain (at most ``count``): images (n, C, S, S) and labels (n,)."""
     idx = [int((eval_set.source_labels == k).nonzero()[0]) for k in range(eval_set.num_domains)][:count]
-    return eval_set.sources[idx], eval_set.source_labels[idx]
+    return eval_set.read_sources(idx), eval_set.source_labels[idx]
 
 
 @dataclass
@@ -183,7 +185,7 @@ class GradCAMPanel:
 def gradcam_on_real(classifier: torch.nn.Module, eval_set: sts.EvalSet, count: int) -> GradCAMPanel:
     """Grad-CAM of the domain classifier on one real source crop per domain, for its true domain."""
     idx = torch.cat([(eval_set.source_labels == k).nonzero().view(-1)[:1] for k in range(eval_set.num_domains)])[:count]
-    images, labels = eval_set.sources[idx], eval_set.source_labels[idx]
+    images, labels = eval_set.read_sources(idx), eval_set.source_labels[idx]
     return GradCAMPanel(images, grad_cam(classifier, images, classes=labels),
                         [eval_set.domain_names[int(k)] for k in labels])
 

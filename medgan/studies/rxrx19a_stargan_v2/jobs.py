@@ -5,7 +5,7 @@ from __future__ import annotations
 from medgan.config import Params
 from medgan.models.stargan_v2 import StarGANv2Config
 from medgan.studies.registry import register
-from medgan.studies.rxrx19a_stargan_v2.data import load_split, stack_dataset
+from medgan.studies.rxrx19a_stargan_v2.data import labels_of, load_split, stack_images
 from medgan.train.engine import seed_everything
 from medgan.train.job import TrainingJob
 from medgan.train.stargan_v2 import StarGANv2Step
@@ -25,9 +25,10 @@ def model_config(P: Params, *, channels: int = 5, num_domains: int = 4) -> StarG
 def stargan_v2(P: Params) -> TrainingJob:
     """StarGAN v2 (``model``, ``train``) on the training wells, with ``train.n_checkpoints`` checkpoints kept
     for the curves over training. The training images also serve as the reference pool of the
-    reference-guided branch."""
+    reference-guided branch (held in memory: the step draws references by index); training batches
+    are read from the loader's item store by ``data.num_workers`` DataLoader workers."""
     train_set = load_split(P, "train")
-    images, labels = stack_dataset(train_set)
+    images, labels = stack_images(train_set), labels_of(train_set)
     t = P.train
     config = model_config(P, channels=images.shape[1], num_domains=len(train_set.domain_names))
     seed_everything(P.seed)  # the initial weights are part of the run's fingerprint
@@ -39,9 +40,10 @@ def stargan_v2(P: Params) -> TrainingJob:
     # No fingerprint here: the engine derives it from the step, the data, the seed and the batch.
     options = dict(total_steps=t.steps, batch_size=t.batch_size, seed=P.seed, device=P.device,
                    precision=t.precision, log_every=t.log_every, sample_every=t.sample_every,
-                   checkpoint_every=every, keep_checkpoints=t.n_checkpoints + 1, desc="StarGAN v2")
+                   sample_count=t.sample_count, checkpoint_every=every, keep_checkpoints=t.n_checkpoints + 1,
+                   num_workers=P.data.num_workers, desc="StarGAN v2")
     counts = {name: int((labels == k).sum()) for k, name in enumerate(train_set.domain_names)}
     info = {"domains": train_set.domain_names, "train_images_per_domain": counts,
-            "train_subjects": len(set(train_set[i]["subject"] for i in range(len(train_set)))),
+            "train_subjects": len(train_set.subjects),
             "config": config.to_dict(), "match_report": train_set.match_report}
     return TrainingJob(step=step, dataset=train_set, options=options, info=info)
