@@ -27,6 +27,7 @@ import functools
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 from collections import deque
@@ -205,7 +206,9 @@ def _decode_all(decode: Callable, entries: Sequence[Any], num_workers: int) -> I
         for entry in entries:
             yield entry, _call_guarded(decode, entry)
         return
-    with ProcessPoolExecutor(max_workers=num_workers) as pool:
+    # forkserver, not fork: a fork of a process with threads (torch's pools, tqdm's monitor, a
+    # notebook kernel's) can copy a held lock into the worker, which then waits for ever
+    with ProcessPoolExecutor(max_workers=num_workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
         window: deque = deque()
         for entry in entries:
             window.append((entry, pool.submit(_call_guarded, decode, entry)))

@@ -5,6 +5,7 @@ the generator's own defaults where a notebook has no such section)."""
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 
@@ -43,7 +44,7 @@ def main(argv=None) -> None:
     if args.jobs > 1:
         # the slowest phantoms first, so the pool finishes together
         order = sorted(names, key=lambda n: ["cxr", "cells", "chest_ct", "pet", "brain"].index(n))
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("forkserver")) as pool:  # no fork of a threaded process
             for line in pool.map(_one, order, [args.profile] * len(order), [args.root] * len(order)):
                 print(line, flush=True)
     else:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import io
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -264,7 +265,7 @@ def generate(folder: Path, *, cell_types, wells_per_condition: int, sites_per_we
                          "treatment_conc": conc if drug else "", "SMILES": SMILES[drug] if drug else ""})
     workers = min(len(jobs), os.cpu_count() or 1) if field_size >= PARALLEL_FIELD_PX else 1
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:  # no fork of a threaded process
             for done in [pool.submit(_write_site, *job) for job in jobs]:
                 done.result()
     else:
