@@ -55,6 +55,10 @@ class ReportRecord:
     peak_memory_mib: int | None = None  # the notebook kernel's peak RSS (or its largest child's)
 
 
+def has_profile(notebook: str, profile: str) -> bool:
+    return (repo_root() / "params" / notebook / f"{profile}.yaml").is_file()
+
+
 def notebooks_dir() -> Path:
     return repo_root() / "notebooks"
 
@@ -368,6 +372,8 @@ def run_all(names: Sequence[str] | None = None, *, profile: str = "default",
         profile = REHEARSAL_PROFILE
     records = []
     notebooks = find_notebooks(names)
+    if rehearse and not names:  # the quickstart has no paper profile to rehearse
+        notebooks = [nb for nb in notebooks if has_profile(nb.stem, REHEARSAL_PROFILE)]
     for notebook in notebooks:  # every profile and override is checked before the first notebook runs
         load_params(notebook.stem, profile, parse_overrides(overrides), data_root=data_root)
     for notebook in notebooks:
