@@ -29,13 +29,18 @@ def portable(cls: type[nn.Module]) -> type[nn.Module]:
             self.init_args = {k: v for k, v in bound.arguments.items() if k != "self"}
 
     cls.__init__ = recording_init
-    PORTABLE[cls.__name__] = cls
+    PORTABLE[_name(cls)] = cls
     return cls
+
+
+def _name(cls: type) -> str:
+    """``<module>.<class>`` (``pggan.Generator``): two families may both call a class Generator."""
+    return f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__qualname__}"
 
 
 def describe(module: nn.Module) -> dict[str, Any]:
     """``{"class": name, "args": constructor arguments}`` of a ``@portable`` network."""
-    name = type(module).__name__
+    name = _name(type(module))
     if PORTABLE.get(name) is not type(module) or not hasattr(module, "init_args"):
         raise TypeError(f"{name} is not a portable network (decorate its class with @portable)")
     return {"class": name, "args": dict(module.init_args)}
