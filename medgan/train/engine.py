@@ -117,7 +117,30 @@ class _BatchList(torch.utils.data.Sampler):
         return len(self.batches)
 
 
-def _epoch_batches(sampler: DistributedSampler, epoch: int, per_rank_batch: int) -> list[list[int]]:
+class WeightedEpochs:
+    """Indices drawn with replacement in proportion to ``weights``, ``len(weights)`` per epoch, from
+    a generator seeded like ``DistributedSampler`` (seed + epoch) and dealt out to ranks the same
+    way (rank r takes places r, r + N, ...), so N processes see the draws of one."""
+
+    def __init__(self, weights, *, num_replicas: int = 1, rank: int = 0, seed: int = 0):
+        self.weights = torch.as_tensor(weights, dtype=torch.float64)
+        if self.weights.ndim != 1 or not len(self.weights) or bool((self.weights < 0).any()) \
+                or not float(self.weights.sum()) > 0:
+            raise ValueError("sample_weights must be a non-empty 1-D array of non-negative weights, not all zero")
+        self.num_replicas, self.rank, self.seed, self.epoch = num_replicas, rank, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        n = len(self.weights)
+        drawn = torch.multinomial(self.weights, n, replacement=True, generator=g)
+        total = n - n % self.num_replicas
+        return iter(drawn[:total][self.rank::self.num_replicas].tolist())
+
+
+def _epoch_batches(sampler, epoch: int, per_rank_batch: int) -> list[list[int]]:
     sampler.set_epoch(epoch)
     indices = list(sampler)
     n = len(indices) // per_rank_batch
@@ -160,7 +183,7 @@ def train(step: TrainingStep, dataset: Dataset, *, run_dir: str | Path, total_st
           checkpoint_every: int = 0, keep_checkpoints: int = 2, resume: bool = True,
           fingerprint: Mapping[str, Any] | None = None, num_workers: int = 0,
           collate_fn=None, progress: bool = True, desc: str = "train",
-          require_finished: bool = False) -> TrainResult:
+          require_finished: bool = False, augment=None, sample_weights=None) -> TrainResult:
     """Train ``step`` on ``dataset`` for ``total_steps`` iterations; resumable and multi-process ready.
 
     Args:
@@ -193,6 +216,11 @@ def train(step: TrainingStep, dataset: Dataset, *, run_dir: str | Path, total_st
         desc: label of the progress bar.
         require_finished: load the finished run of this configuration, or raise
             :class:`RunNotTrainedError` (never train): what an export needs.
+        augment: a :class:`medgan.data.augment.Augment` (or None) applied to every batch on the
+            device, drawn from (seed, step) and each image's place in the global batch.
+        sample_weights: per-item sampling weights (None = a uniform shuffle without replacement).
+            Each epoch then draws ``len(dataset)`` items with replacement in proportion to them,
+            as ``WeightedRandomSampler`` does (StarGAN v2's balanced domains).
     """
     dist_info = distributed.init()
     if batch_size % dist_info.world_size:
@@ -206,7 +234,8 @@ def train(step: TrainingStep, dataset: Dataset, *, run_dir: str | Path, total_st
     # Rank 0's view names the run: the other ranks' initial weights are replaced by its own anyway.
     identity = distributed.broadcast_object(run_fingerprint(step, dataset, seed=seed, batch_size=batch_size,
                                                             precision=precision, total_steps=total_steps,
-                                                            extra=fingerprint))
+                                                            extra=fingerprint, augment=augment,
+                                                            sample_weights=sample_weights))
     fingerprint_json = json.dumps(identity, sort_keys=True, default=str)
     run_dir = choose_run_dir(run_dir, identity, total_steps)
     with RunLock(run_dir, enabled=dist_info.is_main):
@@ -215,7 +244,8 @@ def train(step: TrainingStep, dataset: Dataset, *, run_dir: str | Path, total_st
                       seed=seed, deterministic=deterministic, precision=precision, log_every=log_every,
                       sample_every=sample_every, sample_count=sample_count, checkpoint_every=checkpoint_every,
                       keep_checkpoints=keep_checkpoints, resume=resume, num_workers=num_workers,
-                      collate_fn=collate_fn, progress=progress, desc=desc, require_finished=require_finished)
+                      collate_fn=collate_fn, progress=progress, desc=desc, require_finished=require_finished,
+                      augment=augment, sample_weights=sample_weights)
 
 
 def run_key(identity: Mapping[str, Any]) -> str:
@@ -286,7 +316,8 @@ def _train(step: TrainingStep, dataset: Dataset, *, run_dir: Path, identity: Map
            fingerprint_json: str, dist_info, dev, per_rank_batch: int, total_steps: int, seed: int,
            deterministic: bool, precision: str, log_every: int, sample_every: int, sample_count: int,
            checkpoint_every: int, keep_checkpoints: int, resume: bool, num_workers: int, collate_fn,
-           progress: bool, desc: str, require_finished: bool = False) -> TrainResult:
+           progress: bool, desc: str, require_finished: bool = False, augment=None,
+           sample_weights=None) -> TrainResult:
     step.to(dev)
     noise_generator = torch.Generator().manual_seed(seed)
     scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" and dev.type == "cuda" else None
@@ -323,8 +354,11 @@ def _train(step: TrainingStep, dataset: Dataset, *, run_dir: Path, identity: Map
         distributed.broadcast_module(net)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    sampler = DistributedSampler(dataset, num_replicas=dist_info.world_size, rank=dist_info.rank,
-                                 shuffle=True, seed=seed, drop_last=True)
+    sampler = (DistributedSampler(dataset, num_replicas=dist_info.world_size, rank=dist_info.rank,
+                                  shuffle=True, seed=seed, drop_last=True) if sample_weights is None else
+               WeightedEpochs(sample_weights, num_replicas=dist_info.world_size, rank=dist_info.rank, seed=seed))
+    if sample_weights is not None and len(sampler.weights) != len(dataset):
+        raise ValueError(f"sample_weights has {len(sampler.weights)} entries for a dataset of {len(dataset)}")
     steps_per_epoch = len(_epoch_batches(sampler, 0, per_rank_batch))
     if steps_per_epoch == 0:
         raise ValueError(f"dataset of {len(dataset)} items yields no full batch of {per_rank_batch} per rank")
@@ -362,7 +396,11 @@ def _train(step: TrainingStep, dataset: Dataset, *, run_dir: Path, identity: Map
                     break
                 ctx = StepContext(device=dev, step=current, total_steps=total_steps, precision=precision,
                                   seed=seed, dist=dist_info, scaler=scaler, noise_generator=noise_generator)
-                scalars = step.train_step(_to_device(batch, dev), ctx)
+                batch = _to_device(batch, dev)
+                if augment is not None:
+                    batch = augment(batch, seed=seed, step=current, rank=dist_info.rank,
+                                    world_size=dist_info.world_size)
+                scalars = step.train_step(batch, ctx)
                 if scaler is not None:
                     scaler.update()
                 current += 1

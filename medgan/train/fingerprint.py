@@ -127,11 +127,17 @@ def _item_description(item: Any) -> Any:
 
 
 def run_fingerprint(step, dataset: Dataset, *, seed: int, batch_size: int, precision: str, total_steps: int,
-                    extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    extra: Mapping[str, Any] | None = None, augment=None,
+                    sample_weights=None) -> dict[str, Any]:
     """Everything that makes a run's weights what they are (see the module docstring)."""
     fp: dict[str, Any] = {"seed": int(seed), "batch_size": int(batch_size), "precision": precision,
                           "step": step.initial_config(), "dataset": dataset_identity(dataset),
                           "extra": describe(dict(extra or {}))}
+    # Added only when used, so runs without them keep the keys they always had.
+    if augment is not None:
+        fp["augment"] = augment.identity()
+    if sample_weights is not None:
+        fp["sample_weights"] = tensor_digest(torch.as_tensor(sample_weights, dtype=torch.float64))
     if step.schedule_uses_total_steps:
         fp["total_steps"] = int(total_steps)
     return fp
