@@ -17,7 +17,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -139,6 +139,73 @@ class WeightedEpochs:
         total = n - n % self.num_replicas
         return iter(drawn[:total][self.rank::self.num_replicas].tolist())
 
+    def __len__(self) -> int:
+        return len(self.weights) // self.num_replicas
+
+
+class BatchSchedule:
+    """The global batch size of each iteration: one size, or ``[[first_step, size], ...]``."""
+
+    def __init__(self, spec: int | Sequence[Sequence[int]], world_size: int = 1):
+        if isinstance(spec, (int, np.integer)):
+            pairs = [(0, int(spec))]
+        else:
+            pairs = sorted((int(first), int(size)) for first, size in spec)
+        if not pairs or pairs[0][0] != 0 or len({p[0] for p in pairs}) != len(pairs):
+            raise ValueError(f"batch schedule {spec!r} must start at step 0 and name each step once")
+        for _, size in pairs:
+            if size < 1 or size % world_size:
+                raise ValueError(f"batch_size={size} is not a positive multiple of the {world_size} processes")
+        self.pairs, self.world_size = pairs, world_size
+
+    @property
+    def constant(self) -> bool:
+        return len({size for _, size in self.pairs}) == 1
+
+    @property
+    def max_batch(self) -> int:
+        return max(size for _, size in self.pairs)
+
+    def identity(self) -> int | list[list[int]]:
+        return self.pairs[0][1] if self.constant else [list(p) for p in self.pairs]
+
+    def per_rank_at(self, step: int) -> int:
+        return [size for first, size in self.pairs if first <= step][-1] // self.world_size
+
+    def consumed(self, step: int) -> int:
+        """Items each rank has read before iteration ``step``."""
+        ends = [first for first, _ in self.pairs[1:]] + [max(step, self.pairs[-1][0])]
+        return sum(max(0, min(step, end) - first) * (size // self.world_size)
+                   for (first, size), end in zip(self.pairs, ends))
+
+
+class _StreamBatches(torch.utils.data.Sampler):
+    """Batches of scheduled sizes for iterations ``start..total-1``, read on through the epochs'
+    index orders (a batch may span two epochs), so any iteration's batch follows from its number."""
+
+    def __init__(self, sampler, schedule: BatchSchedule, start: int, total: int):
+        self.sampler, self.schedule, self.start, self.total = sampler, schedule, start, total
+
+    def __len__(self) -> int:
+        return self.total - self.start
+
+    def __iter__(self):
+        per_epoch = len(self.sampler)
+        epoch, offset = divmod(self.schedule.consumed(self.start), per_epoch)
+        self.sampler.set_epoch(epoch)
+        order = list(self.sampler)
+        for k in range(self.start, self.total):
+            want, batch = self.schedule.per_rank_at(k), []
+            while len(batch) < want:
+                take = order[offset:offset + want - len(batch)]
+                batch += take
+                offset += len(take)
+                if offset == per_epoch:
+                    epoch, offset = epoch + 1, 0
+                    self.sampler.set_epoch(epoch)
+                    order = list(self.sampler)
+            yield batch
+
 
 def _epoch_batches(sampler, epoch: int, per_rank_batch: int) -> list[list[int]]:
     sampler.set_epoch(epoch)
@@ -177,7 +244,8 @@ def _set_aside(run_dir: Path, reason: str) -> None:
     log.warning("%s: %s; earlier checkpoints moved to %s", run_dir, reason, dest)
 
 
-def train(step: TrainingStep, dataset: Dataset, *, run_dir: str | Path, total_steps: int, batch_size: int,
+def train(step: TrainingStep, dataset: Dataset, *, run_dir: str | Path, total_steps: int,
+          batch_size: int | Sequence[Sequence[int]],
           seed: int = 0, deterministic: bool = False, device: str = "auto", precision: str = "fp32",
           log_every: int = 10, sample_every: int = 0, sample_count: int = 16,
           checkpoint_every: int = 0, keep_checkpoints: int = 2, resume: bool = True,
@@ -194,7 +262,9 @@ def train(step: TrainingStep, dataset: Dataset, *, run_dir: str | Path, total_st
             ``checkpoints/`` and ``fingerprint.json``; ``TrainResult.run_dir`` names it. So two
             settings keep two models, and switching back reuses the first.
         total_steps: iterations in the whole run (not in this call).
-        batch_size: global batch; under torchrun each of N ranks gets ``batch_size // N``.
+        batch_size: global batch; under torchrun each of N ranks gets ``batch_size // N``. Or a
+            schedule ``[[first_step, batch], ...]`` (PGGAN's per-resolution minibatch): the data
+            order is then one stream of epochs that batches of any size read on from.
         seed: seeds data order, noise and the RNGs; resume restores their exact state.
         deterministic: force deterministic kernels (slower on GPU).
         device: ``"auto"`` (cuda > mps > cpu), or an explicit torch device string.
@@ -223,16 +293,15 @@ def train(step: TrainingStep, dataset: Dataset, *, run_dir: str | Path, total_st
             as ``WeightedRandomSampler`` does (StarGAN v2's balanced domains).
     """
     dist_info = distributed.init()
-    if batch_size % dist_info.world_size:
-        raise ValueError(f"batch_size={batch_size} is not divisible by the {dist_info.world_size} processes")
-    per_rank_batch = batch_size // dist_info.world_size
-    if len(dataset) < batch_size:
-        raise ValueError(f"dataset has {len(dataset)} items, fewer than one batch of {batch_size}")
+    schedule = BatchSchedule(batch_size, dist_info.world_size)
+    per_rank_batch = schedule.per_rank_at(0)
+    if len(dataset) < schedule.max_batch:
+        raise ValueError(f"dataset has {len(dataset)} items, fewer than one batch of {schedule.max_batch}")
     dev = select_device(device, dist_info)
     if precision not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"precision must be fp32, bf16 or fp16, not {precision!r}")
     # Rank 0's view names the run: the other ranks' initial weights are replaced by its own anyway.
-    identity = distributed.broadcast_object(run_fingerprint(step, dataset, seed=seed, batch_size=batch_size,
+    identity = distributed.broadcast_object(run_fingerprint(step, dataset, seed=seed, batch_size=schedule.identity(),
                                                             precision=precision, total_steps=total_steps,
                                                             extra=fingerprint, augment=augment,
                                                             sample_weights=sample_weights))
@@ -240,7 +309,8 @@ def train(step: TrainingStep, dataset: Dataset, *, run_dir: str | Path, total_st
     run_dir = choose_run_dir(run_dir, identity, total_steps)
     with RunLock(run_dir, enabled=dist_info.is_main):
         return _train(step, dataset, run_dir=run_dir, identity=identity, fingerprint_json=fingerprint_json,
-                      dist_info=dist_info, dev=dev, per_rank_batch=per_rank_batch, total_steps=total_steps,
+                      dist_info=dist_info, dev=dev, per_rank_batch=per_rank_batch, schedule=schedule,
+                      total_steps=total_steps,
                       seed=seed, deterministic=deterministic, precision=precision, log_every=log_every,
                       sample_every=sample_every, sample_count=sample_count, checkpoint_every=checkpoint_every,
                       keep_checkpoints=keep_checkpoints, resume=resume, num_workers=num_workers,
@@ -313,7 +383,8 @@ class RunNotTrainedError(RuntimeError):
 
 
 def _train(step: TrainingStep, dataset: Dataset, *, run_dir: Path, identity: Mapping[str, Any],
-           fingerprint_json: str, dist_info, dev, per_rank_batch: int, total_steps: int, seed: int,
+           fingerprint_json: str, dist_info, dev, per_rank_batch: int, schedule: "BatchSchedule",
+           total_steps: int, seed: int,
            deterministic: bool, precision: str, log_every: int, sample_every: int, sample_count: int,
            checkpoint_every: int, keep_checkpoints: int, resume: bool, num_workers: int, collate_fn,
            progress: bool, desc: str, require_finished: bool = False, augment=None,
@@ -387,9 +458,12 @@ def _train(step: TrainingStep, dataset: Dataset, *, run_dir: Path, identity: Map
     step.train(True)
     try:
         while current < total_steps:
-            epoch, offset = divmod(current, steps_per_epoch)
-            batches = _epoch_batches(sampler, epoch, per_rank_batch)[offset:]
-            loader = DataLoader(dataset, batch_sampler=_BatchList(batches), num_workers=num_workers,
+            if schedule.constant:
+                epoch, offset = divmod(current, steps_per_epoch)
+                batches = _BatchList(_epoch_batches(sampler, epoch, per_rank_batch)[offset:])
+            else:
+                batches = _StreamBatches(sampler, schedule, current, total_steps)
+            loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
                                 collate_fn=collate_fn, pin_memory=dev.type == "cuda")
             for batch in loader:
                 if current >= total_steps:

@@ -126,11 +126,11 @@ def _item_description(item: Any) -> Any:
     return describe(item)
 
 
-def run_fingerprint(step, dataset: Dataset, *, seed: int, batch_size: int, precision: str, total_steps: int,
+def run_fingerprint(step, dataset: Dataset, *, seed: int, batch_size: int | list, precision: str, total_steps: int,
                     extra: Mapping[str, Any] | None = None, augment=None,
                     sample_weights=None) -> dict[str, Any]:
     """Everything that makes a run's weights what they are (see the module docstring)."""
-    fp: dict[str, Any] = {"seed": int(seed), "batch_size": int(batch_size), "precision": precision,
+    fp: dict[str, Any] = {"seed": int(seed), "batch_size": batch_size if isinstance(batch_size, list) else int(batch_size), "precision": precision,
                           "step": step.initial_config(), "dataset": dataset_identity(dataset),
                           "extra": describe(dict(extra or {}))}
     # Added only when used, so runs without them keep the keys they always had.

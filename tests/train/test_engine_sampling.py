@@ -1,5 +1,6 @@
 """The engine's augmentation hook and weighted sampling: applied, fingerprinted, exact on resume."""
 
+import pytest
 import torch
 
 from medgan.data.augment import Augment
@@ -61,3 +62,46 @@ def test_weighted_epochs_draw_in_proportion_and_deal_like_one_process():
     parts = [list(WeightedEpochs(w, num_replicas=4, rank=r, seed=5)) for r in range(4)]
     merged = [parts[i % 4][i // 4] for i in range(20)]
     assert merged == one
+
+
+def test_batch_schedule_reads_on_through_epochs():
+    from medgan.train.engine import BatchSchedule, _StreamBatches
+    from torch.utils.data import DistributedSampler
+    schedule = BatchSchedule([[0, 4], [3, 7], [6, 2]])
+    assert [schedule.per_rank_at(k) for k in range(8)] == [4, 4, 4, 7, 7, 7, 2, 2]
+    assert [schedule.consumed(k) for k in (0, 3, 4, 6, 8)] == [0, 12, 19, 33, 37]
+    sampler = DistributedSampler(list(range(10)), num_replicas=1, rank=0, shuffle=True, seed=1, drop_last=True)
+    stream = [i for b in _StreamBatches(sampler, schedule, 0, 8) for i in b]
+    assert len(stream) == 37
+    for e in range(3):  # every full epoch of 10 is one permutation of the data
+        assert sorted(stream[10 * e:10 * e + 10]) == list(range(10))
+    # starting mid-run gives exactly the rest of the stream
+    assert [i for b in _StreamBatches(sampler, schedule, 4, 8) for i in b] == stream[19:]
+    assert BatchSchedule([[0, 8]]).identity() == 8 and BatchSchedule(8).constant
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_with_a_batch_schedule_is_exact(tmp_path, monkeypatch):
+    kw = dict(total_steps=9, batch_size=[[0, 4], [3, 8], [6, 2]], seed=2, progress=False, checkpoint_every=4)
+    straight = fresh()
+    train(straight, ToyImages(20), run_dir=tmp_path / "a", **kw)
+    original = ToyGANStep.train_step
+
+    def interrupting(self, batch, ctx):
+        if ctx.step == 5:
+            raise Interrupt
+        return original(self, batch, ctx)
+
+    monkeypatch.setattr(ToyGANStep, "train_step", interrupting)
+    with pytest.raises(Interrupt):
+        train(fresh(), ToyImages(20), run_dir=tmp_path / "b", **kw)
+    monkeypatch.setattr(ToyGANStep, "train_step", original)
+    resumed = fresh()
+    r = train(resumed, ToyImages(20), run_dir=tmp_path / "b", **kw)
+    assert r.trained_steps == 5  # resumed from the checkpoint at step 4, inside the batch-8 phase
+    assert same_weights(straight, resumed)
+    constant = fresh()
+    assert not same_weights(straight, constant)
