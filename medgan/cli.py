@@ -81,17 +81,24 @@ def generate_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="medgan generate", description="Write a synthetic dataset from an exported unconditional generator "
                                             "(streamed to disk; files already there are skipped).",
-        epilog="example: medgan generate exported/ct-pggan --n 6080 --seed 0 --format dicom --out synthetic/ct")
+        epilog="examples: medgan generate exported/ct-pggan --n 6080 --seed 0 --format dicom --out synthetic/ct\n"
+               "          medgan generate exported/cxr-pggan --n 500 --label 'Pleural Effusion' --strength 1.5 "
+               "--out synthetic/effusion", formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir", help="a folder written by medgan export")
     parser.add_argument("--n", type=int, required=True, help="images to write")
     parser.add_argument("--seed", type=int, default=0, help="the same seed writes the same images")
     parser.add_argument("--format", default="png", choices=FORMATS)
-    parser.add_argument("--label", default=None, help="chest X-ray models: Finding Labels of the labels CSV")
+    parser.add_argument("--label", default=None,
+                        help="models with latent axes (the chest PGGAN): move every latent along this label's axis; "
+                             "it is also the Finding Labels of a chest model's labels CSV")
+    parser.add_argument("--strength", type=float, default=None,
+                        help="how far along the axis: latent = z + strength * scale * axis, in the study's walk-step "
+                             "units (model.json latent_axes; default: its default_strength; 0 = the plain images)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
     counts = generate_dataset(load_generator(args.model_dir), args.out, n=args.n, seed=args.seed, fmt=args.format,
-                              batch_size=args.batch_size, label=args.label)
+                              batch_size=args.batch_size, label=args.label, strength=args.strength)
     print(f"{counts['written']} written, {counts['skipped']} already there -> {counts['folder']}")
     return 0
 

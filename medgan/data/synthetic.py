@@ -40,22 +40,37 @@ def _description(model: GeneratorModel) -> str:
 
 
 def generate_dataset(model: GeneratorModel, out: str | os.PathLike, *, n: int, seed: int = 0, fmt: str = "png",
-                     batch_size: int = 64, label: str | None = None, progress: bool = True) -> dict[str, Any]:
+                     batch_size: int = 64, label: str | None = None, strength: float | None = None,
+                     progress: bool = True) -> dict[str, Any]:
     """Write ``n`` images of an unconditional model to ``out`` (``synthetic-000000.png`` ...).
 
+    label, strength: a model with latent axes (study 5's chest PGGAN) moves every latent
+        ``strength`` along ``label``'s axis (:meth:`GeneratorModel.latents`; default strength: the
+        model's ``default_strength``). A label without an axis is an error naming those there are.
+        A model without axes takes only the label it was trained on (``model.json["label"]``).
     Chest X-ray models (layout ``chestxray14``) also get ``Data_Entry.csv`` in the ChestX-ray14
-    layout, with ``label`` (or the model's own training label) as every image's Finding Labels.
-    Returns counts: written, skipped (already there).
+    layout, with ``label`` (in its ChestX-ray14 spelling) or the model's own training label as every
+    image's Finding Labels. Returns counts: written, skipped (already there).
     """
     if fmt not in SUFFIX:
         raise ValueError(f"format must be one of {sorted(SUFFIX)}, not {fmt!r}")
+    if strength is not None and label is None:
+        raise ValueError("--strength moves latents along a label's axis: give --label as well")
+    trained_on = model.spec.get("label")
+    # the label a model was trained on needs no axis; any other (or a strength) moves along one
+    steer = label is not None and (label != trained_on or strength is not None)
+    if steer:
+        model.axis(label)  # an unknown label fails here, naming the labels with an axis
+        finding = (model.spec["latent_axes"].get("finding_labels") or {}).get(label, label)  # the CSV's spelling
+    else:
+        finding = label or trained_on
+    chest = model.spec.get("layout") == "chestxray14"
+    if chest and fmt == "png" and not finding:
+        labels = ", ".join(repr(k) for k in model.labels) or "none"
+        raise ValueError(f"this chest X-ray model was trained on every finding: give --label (labels with a latent "
+                         f"axis: {labels}) for the images and the labels CSV, or choose --format dicom/nifti")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    label = label or model.spec.get("label")
-    chest = model.spec.get("layout") == "chestxray14"
-    if chest and fmt == "png" and not label:
-        raise ValueError("this chest X-ray model was trained on every finding: give --label for the labels CSV "
-                         "(e.g. --label 'No Finding'), or choose --format dicom/nifti")
     image_dir = out / "images" if chest and fmt == "png" else out
     intensity = Intensity.from_spec(model.spec)
     study_uid, series_uid = synthetic_uids(model_digest(model), seed)
@@ -67,7 +82,8 @@ def generate_dataset(model: GeneratorModel, out: str | os.PathLike, *, n: int, s
         count = min(batch_size, n - start)
         if all(i in done for i in range(start, start + count)):
             continue
-        _, images = next(model.iter_generate(start + count, seed=seed, batch_size=count, start=start))
+        _, images = next(model.iter_generate(start + count, seed=seed, batch_size=count, start=start,
+                                             label=label if steer else None, strength=strength if steer else None))
         for offset, image in enumerate(images.numpy()):
             index = start + offset
             if index in done:
@@ -78,7 +94,7 @@ def generate_dataset(model: GeneratorModel, out: str | os.PathLike, *, n: int, s
             bar.update(1)
     bar.close()
     if chest and fmt == "png":
-        _write_labels_csv(out / LABELS_CSV, n, fmt, label)
+        _write_labels_csv(out / LABELS_CSV, n, fmt, finding)
     return {"written": written, "skipped": len(done), "folder": str(out)}
 
 

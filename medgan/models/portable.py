@@ -6,10 +6,15 @@ no training state. The folder layout:
 
 - ``model.safetensors``: every network's weights and buffers, as ``<network>.<tensor name>``;
 - ``model.json``: the format, the kind of model, each network's class and constructor arguments,
-  the image geometry and intensity convention, latent size, domains, and provenance.
+  the image geometry and intensity convention, latent size, domains, and provenance;
+- ``latent_axes.safetensors`` (models with latent axes, e.g. study 5's chest PGGAN): tensor
+  ``axes`` (K, latent_dim) float64, one unit direction per label, rows in the order of
+  ``model.json["latent_axes"]["labels"]``, which also says how they were found.
 
 Kinds and what the loaded :class:`GeneratorModel` offers:
 - ``unconditional`` (DCGAN, PGGAN): ``generate(n, seed=, batch_size=)`` and ``iter_generate``;
+  with latent axes also ``generate(n, seed=, label=, strength=)`` and ``walk(label, strengths)``:
+  every latent z is moved to ``z + strength * scale * axis[label]`` (:meth:`GeneratorModel.latents`);
 - ``translation`` (CycleGAN's two directions, Pix2pix): ``translate(images, direction=)``;
 - ``style_transfer`` (StarGAN v2): ``translate(images, domain=, seed=)``, a latent-guided style
   per image (the mapping network), as the paper's latent-guided synthesis.
@@ -24,6 +29,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -35,14 +41,21 @@ from medgan.models.registry import describe, rebuild
 FORMAT = "medgan-generator/1"
 WEIGHTS = "model.safetensors"
 SPEC = "model.json"
+AXES = "latent_axes.safetensors"
 KINDS = ("unconditional", "translation", "style_transfer")
 # the networks each kind needs
 NETWORKS = {"unconditional": ("generator",), "translation": None, "style_transfer": ("generator", "mapping_network")}
 LATENT_BLOCK = 256  # latents are drawn in seeded blocks, so image i never depends on the batch size
 
 
-def save_generator(folder: str | os.PathLike, nets: Mapping[str, nn.Module], spec: Mapping[str, Any]) -> Path:
-    """Write ``nets`` (name -> ``@portable`` network) and ``spec`` (kind, image, ...) to ``folder``."""
+def save_generator(folder: str | os.PathLike, nets: Mapping[str, nn.Module], spec: Mapping[str, Any], *,
+                   latent_axes: Mapping[str, Any] | None = None) -> Path:
+    """Write ``nets`` (name -> ``@portable`` network) and ``spec`` (kind, image, ...) to ``folder``.
+
+    latent_axes: label -> unit direction (latent_dim,) of an unconditional model, written to
+        ``latent_axes.safetensors``; ``spec["latent_axes"]`` (how they were found, the ``scale``
+        of a strength) is then required, and gains ``file`` and ``labels`` (the rows' order).
+    """
     folder = Path(folder)
     kind = spec.get("kind")
     if kind not in KINDS:
@@ -51,10 +64,26 @@ def save_generator(folder: str | os.PathLike, nets: Mapping[str, nn.Module], spe
     tensors = {f"{name}.{key}": value.detach().cpu().contiguous()
                for name, net in nets.items() for key, value in net.state_dict().items()}
     document = {"format": FORMAT, **spec, "networks": {name: describe(net) for name, net in nets.items()}}
+    if latent_axes is not None:
+        document["latent_axes"] = _save_axes(folder, latent_axes, spec)
     with atomic.atomic_path(folder / WEIGHTS) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT})
     atomic.write_text(folder / SPEC, json.dumps(document, indent=1, default=str))
     return folder
+
+
+def _save_axes(folder: Path, axes: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
+    record = dict(spec.get("latent_axes") or {})
+    if "scale" not in record:
+        raise ValueError("latent axes need spec['latent_axes']['scale'] (latent units per unit of strength)")
+    labels = list(axes)
+    rows = [torch.as_tensor(np.asarray(axes[k], dtype=np.float64)) for k in labels]
+    matrix = torch.stack(rows) if rows else torch.zeros(0, int(spec["latent_dim"]), dtype=torch.float64)
+    if matrix.ndim != 2 or matrix.shape[1] != int(spec["latent_dim"]):
+        raise ValueError(f"latent axes must be (latent_dim,) = ({spec['latent_dim']},) each, got {tuple(matrix.shape)}")
+    with atomic.atomic_path(folder / AXES) as tmp:
+        save_file({"axes": matrix.contiguous()}, str(tmp), metadata={"format": FORMAT, "labels": json.dumps(labels)})
+    return {**record, "file": AXES, "labels": labels}
 
 
 def best_device() -> torch.device:
@@ -79,14 +108,29 @@ class GeneratorModel(nn.Module):
         self.nets = nn.ModuleDict(dict(nets))
         self.requires_grad_(False)
         self.train(self.spec.get("inference_mode", "eval") == "train")
+        self.axes: dict[str, torch.Tensor] = {}  # label -> unit direction (latent_dim,) float64, on the CPU
+
+    @property
+    def labels(self) -> list[str]:
+        """The labels with a latent axis (``generate(..., label=)``); empty for other models."""
+        return list(self.axes)
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
     # --- unconditional --------------------------------------------------------------------------
-    def latents(self, start: int, count: int, *, seed: int) -> torch.Tensor:
-        """The latent codes of images ``start .. start + count - 1`` of seed ``seed``."""
+    def latents(self, start: int, count: int, *, seed: int, label: str | None = None,
+                strength: float | None = None) -> torch.Tensor:
+        """The latent codes (count, latent_dim) float32 of images ``start .. start + count - 1`` of seed ``seed``.
+
+        With ``label``, each code z is moved along that label's latent axis to
+        ``z + strength * scale * axis`` (in float64, then float32): ``axis`` has unit length and
+        ``scale`` (``model.json["latent_axes"]["scale"]``) is the study's unit of a walk step
+        (study 5: sqrt(latent_dim), a latent's typical length), so ``strength`` reads like the
+        study's ``axes.walk_steps``. ``strength`` defaults to ``latent_axes["default_strength"]``;
+        ``strength=0`` gives the plain codes.
+        """
         z_dim = int(self.spec["latent_dim"])
         blocks = []
         first, last = start // LATENT_BLOCK, (start + count - 1) // LATENT_BLOCK
@@ -95,7 +139,34 @@ class GeneratorModel(nn.Module):
             blocks.append(torch.randn(LATENT_BLOCK, z_dim, generator=g))
         z = torch.cat(blocks)
         offset = start - first * LATENT_BLOCK
-        return z[offset:offset + count]
+        z = z[offset:offset + count]
+        if label is None:
+            if strength is not None:
+                raise ValueError("strength= moves latents along a label's axis: give label= as well")
+            return z
+        return self.move(z, label, self.default_strength if strength is None else strength)
+
+    @property
+    def default_strength(self) -> float:
+        return float((self.spec.get("latent_axes") or {}).get("default_strength", 1.0))
+
+    def axis(self, label: str) -> torch.Tensor:
+        """The unit latent direction (latent_dim,) float64 of ``label`` (an axis name, or its CSV spelling)."""
+        record = self.spec.get("latent_axes")
+        if record is None:
+            raise ValueError(f"label {label!r}: this model has no latent axes (only study 5's chest PGGAN "
+                             f"exports them), so it cannot generate by label")
+        spellings = {v: k for k, v in (record.get("finding_labels") or {}).items() if k in self.axes}
+        name = label if label in self.axes else spellings.get(label)
+        if name is None:
+            available = ", ".join(repr(k) for k in self.axes) or "none (no class had enough single-finding images)"
+            raise ValueError(f"label {label!r} has no latent axis; labels with one: {available}")
+        return self.axes[name]
+
+    def move(self, z: torch.Tensor, label: str, strength: float) -> torch.Tensor:
+        """``z + strength * scale * axis(label)`` for latents z (N, latent_dim), as float32 on z's device."""
+        step = float(strength) * float(self.spec["latent_axes"]["scale"]) * self.axis(label).to(z.device)
+        return (z.double() + step).float()
 
     def _require(self, *kinds: str) -> None:
         if self.kind not in kinds:
@@ -103,16 +174,35 @@ class GeneratorModel(nn.Module):
                             f"{'generate()' if self.kind == 'unconditional' else 'translate()'}")
 
     @torch.no_grad()
-    def iter_generate(self, n: int, *, seed: int = 0, batch_size: int = 64, start: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
-        """``(index of the first image, images)`` batch by batch, for images ``start .. n - 1``."""
+    def iter_generate(self, n: int, *, seed: int = 0, batch_size: int = 64, start: int = 0, label: str | None = None,
+                      strength: float | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(index of the first image, images)`` batch by batch, for images ``start .. n - 1``
+        (``label``, ``strength``: see :meth:`latents`)."""
         self._require("unconditional")
+        if label is not None:
+            self.axis(label)  # an unknown label fails before any image is made
         for first in range(start, n, batch_size):
-            z = self.latents(first, min(batch_size, n - first), seed=seed).to(self.device)
-            yield first, self.nets["generator"](z).clamp(-1, 1).float().cpu()
+            z = self.latents(first, min(batch_size, n - first), seed=seed, label=label, strength=strength)
+            yield first, self.nets["generator"](z.to(self.device)).clamp(-1, 1).float().cpu()
 
-    def generate(self, n: int, *, seed: int = 0, batch_size: int = 64) -> torch.Tensor:
-        """``n`` images (n, C, H, W) in [-1, 1]; the same seed gives the same images at any batch size."""
-        return torch.cat([images for _, images in self.iter_generate(n, seed=seed, batch_size=batch_size)])
+    def generate(self, n: int, *, seed: int = 0, batch_size: int = 64, label: str | None = None,
+                 strength: float | None = None) -> torch.Tensor:
+        """``n`` images (n, C, H, W) in [-1, 1]; the same seed gives the same images at any batch size.
+
+        With ``label`` (models with latent axes, :attr:`labels`), image i is that of seed ``seed``
+        moved ``strength`` along the label's axis (:meth:`latents`); ``strength=0`` gives the plain images.
+        """
+        return torch.cat([images for _, images in self.iter_generate(n, seed=seed, batch_size=batch_size,
+                                                                     label=label, strength=strength)])
+
+    @torch.no_grad()
+    def walk(self, label: str, strengths, *, seed: int = 0, index: int = 0) -> torch.Tensor:
+        """Image ``index`` of ``seed`` walked along ``label``'s axis: (S, C, H, W), one per strength
+        (the study's walk figure; the latents are those of ``generate(..., label=L, strength=s)``)."""
+        self._require("unconditional")
+        z = self.latents(index, 1, seed=seed)
+        moved = torch.cat([self.move(z, label, s) for s in strengths])
+        return self.nets["generator"](moved.to(self.device)).clamp(-1, 1).float().cpu()
 
     # --- translation ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -166,4 +256,8 @@ def load_generator(folder: str | os.PathLike, *, device: str | torch.device | No
         if isinstance(net, pggan.Generator):
             net = pggan.full_resolution(net)  # the finished model: full depth, no fade-in
         nets[name] = net
-    return GeneratorModel(nets, spec).to(torch.device(device) if device is not None else best_device())
+    model = GeneratorModel(nets, spec)
+    if spec.get("latent_axes") is not None:
+        axes = load_file(str(folder / spec["latent_axes"]["file"]))["axes"]
+        model.axes = {label: axes[k] for k, label in enumerate(spec["latent_axes"]["labels"])}
+    return model.to(torch.device(device) if device is not None else best_device())

@@ -181,7 +181,10 @@ def default_kernel() -> str:
     except NoSuchKernel:
         return "python3"
     executable = Path(spec.argv[0]) if spec.argv else None
-    same = executable is not None and executable.exists() and executable.resolve() == Path(sys.executable).resolve()
+    here = Path(sys.executable)
+    # a venv's python links to its base interpreter: the same binary in another bin/ is another environment
+    same = (executable is not None and executable.exists() and executable.resolve() == here.resolve()
+            and executable.absolute().parent.resolve() == here.absolute().parent.resolve())
     return KERNEL if same else "python3"
 
 
