@@ -8,19 +8,22 @@ torch tensors on CUDA: GPU).
 
 Typical use in a notebook::
 
-    extractor = train_domain_cnn(train_images, train_labels, channels=1, run_dir=run.dir / "domain_cnn")
+    extractor = train_domain_cnn(train_set, run_dir=run.dir / "domain_cnn")  # a loader: items read per batch
     real, _ = extract_features(extractor, real_images, batch_size=64, cache_dir=run.dir / "feature-cache")
     fake, fake_probs = extract_features(extractor, generated_images, batch_size=64)
     fid = frechet_distance(real, fake)          # report as f"FID ({extractor.name})"
 
 The extractor trains through the engine in ``run.dir / "domain_cnn" / <key>``, so a re-run
-reloads it, and its real-set features then come from the cache.
+reloads it, and its real-set features then come from the cache. ``train_set`` is a map-style
+dataset (an item-store loader; its items' ``image`` and ``label``, or other keys through
+``LabelledItems``), read batch by batch; (N, C, H, W) images and (N,) labels in memory work too.
 """
 
 from medgan.metrics.bootstrap import BootstrapCI, MeanSD, bootstrap_ci, mean_sd
 from medgan.metrics.cache import cache_key, cached_features
-from medgan.metrics.features import (DomainCNN, WeightsNotFoundError, available_extractors, extract_features,
-                                     feature_cache_key, finetune_inception_v3, get_extractor, train_domain_cnn)
+from medgan.metrics.features import (ConcatLabelledItems, DomainCNN, LabelledItems, WeightsNotFoundError,
+                                     available_extractors, extract_features, feature_cache_key, finetune_inception_v3,
+                                     get_extractor, train_domain_cnn)
 from medgan.metrics.frechet import feature_statistics, frechet_distance, frechet_distance_from_stats
 from medgan.metrics.image_quality import psnr, ssim
 from medgan.metrics.inception_score import inception_score
@@ -44,4 +47,5 @@ __all__ = [
     "memorization", "MemorizationResult",
     "get_extractor", "available_extractors", "extract_features", "train_domain_cnn", "finetune_inception_v3",
     "DomainCNN", "WeightsNotFoundError", "cached_features", "cache_key", "feature_cache_key",
+    "LabelledItems", "ConcatLabelledItems",
 ]

@@ -22,7 +22,10 @@ each channel is fed as a grey image and the per-channel features are averaged
 Both trainings (``train_domain_cnn``, ``finetune_inception_v3``) run through the one engine
 (:func:`medgan.train.engine.train` with :class:`ExtractorStep`): its device rule, progress bar,
 JSONL log and, given a ``run_dir``, its keyed run folder, so a finished training is reloaded and
-an interrupted one resumes.
+an interrupted one resumes. They take either (images, labels) arrays in memory, or a map-style
+dataset (an item-store loader, read item by item by the engine's DataLoader, so memory does not
+grow with the dataset) seen through :class:`LabelledItems` (which item key is the image, which
+the label) or :class:`ConcatLabelledItems` (several such views as one training set).
 
 ``extract_features(..., cache_dir=...)`` serves repeated extractions of the same images by the
 same network from the feature cache (:mod:`medgan.metrics.cache`); see :func:`feature_cache_key`.
@@ -33,12 +36,13 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 from torchvision.models import inception_v3
 from tqdm.auto import tqdm
 
@@ -46,11 +50,12 @@ from medgan.atomic import torch_load, torch_save
 from medgan.metrics.cache import cached_features
 from medgan.train.classifier import ImageLabelDataset
 from medgan.train.engine import TrainResult, train
-from medgan.train.fingerprint import network_identity, tensor_digest
+from medgan.train.fingerprint import dataset_identity, network_identity, tensor_digest
 from medgan.train.step import StepContext, TrainingStep
 
 __all__ = ["get_extractor", "extract_features", "register_extractor", "available_extractors",
            "InceptionV3Extractor", "DomainCNN", "train_domain_cnn", "finetune_inception_v3", "ExtractorStep",
+           "LabelledItems", "ConcatLabelledItems",
            "feature_cache_key", "WeightsNotFoundError", "INCEPTION_ENV"]
 
 INCEPTION_ENV = "MEDGAN_INCEPTION_WEIGHTS"
@@ -192,17 +197,24 @@ def load_inception_v3(weights_path: str | os.PathLike | None = None, *, channel_
                                 resize_to=resize_to)
 
 
-def finetune_inception_v3(images: Any, labels: Any, *, weights_path: str | os.PathLike | None = None,
+def finetune_inception_v3(images: Any, labels: Any = None, *, weights_path: str | os.PathLike | None = None,
                           epochs: int = 10, batch_size: int = 32, lr: float = 1e-4,
                           device: str | torch.device | None = None, seed: int = 0,
                           num_classes: int = 2, save_path: str | os.PathLike | None = None,
                           resize_to: int = 299, run_dir: str | os.PathLike | None = None,
-                          progress: bool = True) -> InceptionV3Extractor:
+                          progress: bool = True, image_key: str = "image", label_key: str = "label",
+                          num_workers: int = 0) -> InceptionV3Extractor:
     """The CT study's extractor: ImageNet Inception V3 fine-tuned on the study's training images.
 
     Args:
-        images: (N, C, H, W) training images in [-1, 1] (C = 1 repeated to RGB).
-        labels: (N,) integer class labels in [0, num_classes).
+        images: (N, C, H, W) training images in [-1, 1] (C = 1 repeated to RGB), in memory; or a
+            map-style dataset of such (C, H, W) items, read per batch (see :class:`LabelledItems`).
+            Resizing to ``resize_to`` and the channel repeat happen per batch in the network's forward.
+        labels: (N,) integer class labels in [0, num_classes); with a dataset, ``None`` (the
+            labels are its items' ``label_key``, from ``dataset.rows`` when it has them) or an
+            (N,) array.
+        image_key, label_key: the item keys of the image and the label (a dataset only).
+        num_workers: DataLoader worker processes reading the items (a dataset only; not in the key).
         weights_path: local torchvision ImageNet (or pytorch-fid) Inception weights; else
             ``$MEDGAN_INCEPTION_WEIGHTS``.
         epochs, batch_size, lr, seed: Adam fine-tuning of all layers with a new ``num_classes`` head,
@@ -222,14 +234,16 @@ def finetune_inception_v3(images: Any, labels: Any, *, weights_path: str | os.Pa
         engine's log (step, epoch, loss, accuracy), ``.run_dir`` the run folder (or None).
     """
     base = load_inception_v3(weights_path, resize_to=resize_to)
-    x_all, y_all = _training_tensors(images, labels)
-    _check_labels(y_all, num_classes)
+    dataset = _training_set(images, labels, image_key=image_key, label_key=label_key)
+    _first_image_shape(dataset)
+    _check_labels(dataset.labels, num_classes)
     torch.manual_seed(seed)  # the new head's initial weights are part of the run's fingerprint
     net = base.net
     net.fc = nn.Linear(2048, num_classes)
     extractor = InceptionV3Extractor(net, name="finetuned_inception_v3[training]", resize_to=resize_to)
-    _train_extractor(extractor, x_all, y_all, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                     device=device, run_dir=run_dir, progress=progress, desc="fine-tune inception_v3")
+    _train_extractor(extractor, dataset, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                     device=device, run_dir=run_dir, progress=progress, desc="fine-tune inception_v3",
+                     num_workers=num_workers)
     base_description = base.name[len("inception_v3["):-1]
     extractor.name = (f"finetuned_inception_v3[{base_description},{num_classes}cls,{epochs}ep,seed{seed}]"
                       f"#{_weights_digest(extractor.net)}")
@@ -354,6 +368,109 @@ class _LabelledImages(ImageLabelDataset):
         return {"images": tensor_digest(self.images), "labels": tensor_digest(self.labels)}
 
 
+class LabelledItems(Dataset):
+    """A map-style dataset seen as the extractor trainings' items ``{"image", "label"}``, read by index.
+
+    Only the labels are held in memory ((N,) int64, for the class count and range check); each
+    image is read from ``dataset`` when the engine's DataLoader asks for its index, so an
+    item-store loader trains with memory that does not depend on the number of images.
+
+    Args:
+        dataset: a map-style dataset whose items are dicts (e.g. an :class:`medgan.data.base.ItemListDataset`).
+        image_key: the item key of the (C, H, W) float image in [-1, 1].
+        label_key: the key of the integer label, read from ``dataset.rows`` when the dataset has them
+            (no pixels read), else from each item once, here.
+        labels: instead of ``label_key``: (N,) integer labels, or one integer for every item (e.g.
+            0 = early, 1 = delayed, with two views of one dataset in a :class:`ConcatLabelledItems`).
+
+    ``fingerprint()`` (the engine's dataset identity) forwards the dataset's own cheap identity
+    (``fingerprint()`` when it has one) with the key mapping and a hash of the labels.
+    """
+
+    def __init__(self, dataset: Dataset, *, image_key: str = "image", label_key: str | None = "label",
+                 labels: Any = None):
+        self.dataset = dataset
+        self.image_key = image_key
+        n = len(dataset)
+        if labels is None:
+            if label_key is None:
+                raise ValueError("LabelledItems: give label_key or labels")
+            rows = getattr(dataset, "rows", None)
+            if rows is not None and len(rows) == n and all(label_key in row for row in rows):
+                values = [row[label_key] for row in rows]
+            else:  # one item at a time: the labels stay, the pixels go
+                values = [dataset[i][label_key] for i in tqdm(range(n), desc="labels", unit="item", leave=False)]
+            self.label_key = label_key
+        else:
+            values = np.full(n, int(labels)) if np.ndim(labels) == 0 else labels
+            self.label_key = None
+        y = torch.as_tensor(np.asarray([int(v) for v in values] if isinstance(values, list) else values))
+        if y.ndim != 1 or len(y) != n:
+            raise ValueError(f"labels: expected ({n},) integer labels, got shape {tuple(y.shape)}")
+        self.labels = y.long()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image = self.dataset[index][self.image_key]
+        image = torch.as_tensor(image if torch.is_tensor(image) else np.asarray(image), dtype=torch.float32)
+        return {"image": image, "label": int(self.labels[index])}
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"items": dataset_identity(self.dataset), "image_key": self.image_key, "label_key": self.label_key,
+                "labels": tensor_digest(self.labels)}
+
+
+class ConcatLabelledItems(Dataset):
+    """Several :class:`LabelledItems` as one training set, in order (e.g. both domains' training images)."""
+
+    def __init__(self, parts: Sequence[LabelledItems]):
+        self.parts = list(parts)
+        if not self.parts:
+            raise ValueError("ConcatLabelledItems: no parts given")
+        self.labels = torch.cat([part.labels for part in self.parts])
+        self._starts = np.cumsum([0] + [len(part) for part in self.parts])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        part = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return self.parts[part][index - int(self._starts[part])]
+
+    def fingerprint(self) -> list[dict[str, Any]]:
+        return [dataset_identity(part) for part in self.parts]
+
+
+def _training_set(images: Any, labels: Any, *, image_key: str, label_key: str) -> Dataset:
+    """The engine's training set: arrays in memory as before (same run keys), or a dataset read per item.
+
+    Either way it has ``.labels`` ((N,) int64 tensor) and items ``{"image": (C, H, W) float32, "label": int}``.
+    """
+    if isinstance(images, (LabelledItems, ConcatLabelledItems)):
+        if labels is not None:
+            raise ValueError("labels: already given by the LabelledItems; pass labels=None")
+        return images
+    if isinstance(images, Dataset):
+        return LabelledItems(images, image_key=image_key, label_key=label_key, labels=labels)
+    if labels is None:
+        raise ValueError("labels: required with images given as an array")
+    return _LabelledImages(*_training_tensors(images, labels))
+
+
+def _first_image_shape(dataset: Dataset) -> tuple[int, ...]:
+    """(C, H, W) of the first training image (the shape check reads one item, not the set)."""
+    if len(dataset) == 0:
+        raise ValueError("no training images given")
+    shape = tuple(dataset[0]["image"].shape)
+    if len(shape) != 3:
+        raise ValueError(f"images: expected (C, H, W) items / (N, C, H, W) arrays, got items of shape {shape}")
+    return shape
+
+
 def _training_tensors(images: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, C, H, W) float32 and (N,) int64 CPU tensors from arrays or tensors, shapes checked."""
     x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images).float().cpu()
@@ -375,14 +492,14 @@ def _weights_digest(net: nn.Module) -> str:
     return network_identity(net)["weights"][:8]
 
 
-def _train_extractor(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epochs: int, batch_size: int,
+def _train_extractor(net: nn.Module, dataset: Dataset, *, epochs: int, batch_size: int,
                      lr: float, seed: int, device: str | torch.device | None, run_dir: str | os.PathLike | None,
-                     progress: bool, desc: str) -> TrainResult:
-    """``epochs`` epochs of :class:`ExtractorStep` through the engine; ``net`` ends trained, in eval mode.
+                     progress: bool, desc: str, num_workers: int = 0) -> TrainResult:
+    """``epochs`` epochs of :class:`ExtractorStep` on ``dataset`` (:func:`_training_set`) through the engine,
+    which reads it batch by batch; ``net`` ends trained, in eval mode.
 
     Sets ``net.history`` (the engine's log with an ``epoch`` column) and ``net.run_dir``.
     """
-    dataset = _LabelledImages(images, labels)
     batch = min(batch_size, len(dataset))
     if batch < 2:  # BatchNorm needs > 1 sample per batch in training mode
         raise ValueError(f"{desc}: need at least 2 training images and batch_size >= 2, got {len(dataset)} "
@@ -390,7 +507,7 @@ def _train_extractor(net: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     steps_per_epoch = len(dataset) // batch  # the engine drops the last partial batch
     options = dict(total_steps=epochs * steps_per_epoch, batch_size=batch, seed=seed,
                    device="auto" if device is None else str(device), log_every=steps_per_epoch,
-                   progress=progress, desc=desc)
+                   progress=progress, desc=desc, num_workers=num_workers)
     step = ExtractorStep(net, lr=lr)
     if run_dir is None:
         with tempfile.TemporaryDirectory(prefix="medgan-extractor-") as tmp:
@@ -407,16 +524,23 @@ def _train_extractor(net: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return result
 
 
-def train_domain_cnn(images: Any, labels: Any, *, channels: int, epochs: int = 10, batch_size: int = 64,
-                     lr: float = 1e-3, seed: int = 0, device: str | torch.device | None = None,
+def train_domain_cnn(images: Any, labels: Any = None, *, channels: int | None = None, epochs: int = 10,
+                     batch_size: int = 64, lr: float = 1e-3, seed: int = 0, device: str | torch.device | None = None,
                      num_classes: int | None = None, feature_dim: int = 128, width: int = 32,
                      num_blocks: int = 4, run_dir: str | os.PathLike | None = None,
-                     progress: bool = True) -> DomainCNN:
+                     progress: bool = True, image_key: str = "image", label_key: str = "label",
+                     num_workers: int = 0) -> DomainCNN:
     """Train a ``DomainCNN`` on the study's own labels (domains, survival class, findings).
 
     Args:
-        images: (N, channels, H, W) float images in [-1, 1] (numpy or torch).
-        labels: (N,) integer labels; num_classes defaults to max(label) + 1.
+        images: (N, channels, H, W) float images in [-1, 1] (numpy or torch), in memory; or a
+            map-style dataset of such (channels, H, W) items (an item-store loader, a
+            :class:`LabelledItems`), read per batch so memory does not grow with N.
+        labels: (N,) integer labels; num_classes defaults to max(label) + 1. With a dataset,
+            ``None`` (its items' ``label_key``, from ``dataset.rows`` when it has them) or an (N,) array.
+        channels: the images' channels; ``None``: those of the first image.
+        image_key, label_key: the item keys of the image and the label (a dataset only).
+        num_workers: DataLoader worker processes reading the items (a dataset only; not in the key).
         epochs, batch_size, lr, seed: Adam, cross-entropy, through the engine (an epoch =
             N // batch_size full batches, reshuffled each epoch).
         device: ``None`` or ``"auto"``: the engine's rule (this rank's CUDA device, else MPS, else CPU).
@@ -431,16 +555,18 @@ def train_domain_cnn(images: Any, labels: Any, *, channels: int, epochs: int = 1
         weights>, ``.history`` = the engine's log (step, epoch, loss, accuracy: means over each
         epoch's training batches), ``.run_dir`` the run folder (or None).
     """
-    x_all, y_all = _training_tensors(images, labels)
-    if x_all.shape[1] != channels:
-        raise ValueError(f"images: expected (N, {channels}, H, W), got {tuple(x_all.shape)}")
-    num_classes = int(y_all.max()) + 1 if num_classes is None else num_classes
-    _check_labels(y_all, num_classes)
+    dataset = _training_set(images, labels, image_key=image_key, label_key=label_key)
+    shape = _first_image_shape(dataset)
+    channels = shape[0] if channels is None else channels
+    if shape[0] != channels:
+        raise ValueError(f"images: expected (N, {channels}, H, W), got (N, {', '.join(map(str, shape))})")
+    num_classes = int(dataset.labels.max()) + 1 if num_classes is None else num_classes
+    _check_labels(dataset.labels, num_classes)
     torch.manual_seed(seed)  # the initial weights are part of the run's fingerprint
     model = DomainCNN(in_channels=channels, num_classes=num_classes, feature_dim=feature_dim, width=width,
                       num_blocks=num_blocks)
-    _train_extractor(model, x_all, y_all, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
-                     run_dir=run_dir, progress=progress, desc="train domain_cnn")
+    _train_extractor(model, dataset, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                     run_dir=run_dir, progress=progress, desc="train domain_cnn", num_workers=num_workers)
     model.name = (f"domain_cnn[{channels}ch,{num_classes}cls,d{feature_dim},{epochs}ep,seed{seed}]"
                   f"#{_weights_digest(model)}")
     return model
