@@ -41,7 +41,8 @@ class StepContext:
         """Standard normal noise of ``shape`` (first dim = this rank's batch) on ``device``.
 
         Noise for the whole global batch is drawn from a generator shared by all ranks and each
-        rank keeps its slice, so N processes see exactly the noise one process would.
+        rank keeps the rows of its images' places, so N processes pair each image with exactly
+        the noise one process would.
         """
         return self._global_draw(torch.randn, shape)
 
@@ -52,7 +53,9 @@ class StepContext:
     def _global_draw(self, fn, shape) -> torch.Tensor:
         world, rank = self.dist.world_size, self.dist.rank
         full = fn((shape[0] * world, *shape[1:]), generator=self.noise_generator)
-        return full[rank * shape[0]:(rank + 1) * shape[0]].to(self.device)
+        # Rank r holds the global batch's places r, r + N, ... (DistributedSampler's deal), so its
+        # noise rows are the ones one process would pair with the same images.
+        return full[rank::world].to(self.device)
 
     def fixed_randn(self, *shape: int, seed: int = 1234) -> torch.Tensor:
         """The same noise every call (for sample grids that track one set of latents)."""

@@ -1,5 +1,6 @@
 """Study 1 (StarGAN v2 on RxRx19a): its job, its data views, its claims and headlines, its tables, its rehearsal."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -9,6 +10,7 @@ from medgan.reports import Claim, Headline
 from medgan.studies import available, build_job
 from medgan.studies.rxrx19a_stargan_v2 import data, evaluation, paper
 from medgan.studies.rxrx19a_stargan_v2.jobs import NOTEBOOK
+from medgan.train.stargan_v2 import AUGMENT_KEYS
 
 TARGETS = list(paper.DOMAINS)  # the paper's 4 domains, named as the loader names them
 
@@ -137,3 +139,50 @@ def test_rehearsal_keeps_the_paper_geometry_and_networks_on_paper_size_sites():
     assert options["field_size"] == cells.SITE_SIZE_PX == 4 * paper_p.data.crop_size  # 16 crops per site
     assert options == {**cells.DEFAULTS, **cells.paper_size(resolve_profile(NOTEBOOK, "paper"))}
     assert rehearse.train.steps < paper_p.train.steps and rehearse.eval.n_styles >= 2
+
+
+def test_job_samples_balanced_augments_and_reads_no_pixels(monkeypatch):
+    """The job passes the engine balanced source weights (1 / images of the item's domain) and the
+    profile's augmentation, which the step shares for its references; building it reads no crop
+    (references come from the dataset by index during training); by_count leaves the engine's shuffle."""
+    reads = []
+    original = data.RxRx19a.__getitem__
+    monkeypatch.setattr(data.RxRx19a, "__getitem__", lambda self, i: reads.append(i) or original(self, i))
+    P = load_params(NOTEBOOK, "smoke")
+    job = build_job(NOTEBOOK, "stargan_v2", P)
+    assert reads == []
+    labels = data.labels_of(job.dataset).numpy()
+    counts = np.bincount(labels)
+    np.testing.assert_allclose(job.options["sample_weights"], 1.0 / counts[labels])
+    assert job.step.sampling == "balanced" and job.step._references is job.dataset
+    aug = job.options["augment"]
+    assert aug is job.step.augment and aug.keys == AUGMENT_KEYS
+    assert aug.hflip == P.augment.hflip and aug.random_resized_crop[0] == P.augment.random_resized_crop.p
+    by_count = build_job(NOTEBOOK, "stargan_v2", load_params(NOTEBOOK, "smoke", {"train.sampling": "by_count"}))
+    assert by_count.options["sample_weights"] is None and by_count.step.sampling == "by_count"
+
+
+def test_paper_profile_is_the_official_afhq_configuration():
+    """clovaai/stargan-v2: the README's AFHQ command on main.py's defaults, data_loader.py's augmentation."""
+    P = load_params(NOTEBOOK, "paper")
+    afhq = {"lambda_reg": 1.0, "lambda_sty": 1.0, "lambda_ds": 2.0, "lambda_cyc": 1.0, "ds_iter": 100_000,
+            "steps": 100_000, "batch_size": 8, "lr": 1e-4, "mapping_lr": 1e-6, "betas": [0.0, 0.99],
+            "weight_decay": 1e-4, "ema_beta": 0.999, "sampling": "balanced", "reference_mode": True}
+    assert {k: P.train[k] for k in afhq} == afhq
+    assert (P.data.image_size, P.model.latent_dim, P.model.style_dim, P.model.mapping_hidden) == (256, 16, 64, 512)
+    assert P.augment.to_dict() == {"random_resized_crop": {"p": 0.5, "scale": [0.8, 1.0], "ratio": [0.9, 1.1]},
+                                   "hflip": 0.5, "vflip": 0.0}
+
+
+def test_protocol_table_is_computed_from_the_parameters():
+    default = paper.protocol(load_params(NOTEBOOK, "default"))
+    assert list(default.columns) == ["this run", "paper profile (official StarGAN v2, AFHQ)"]
+    assert default.loc["source images", "this run"].startswith("balanced")
+    assert "random resized crop with probability 0.5" in default.loc["augmentation", "this run"]
+    assert "λ_ds 2 " in default.loc["loss weights", "paper profile (official StarGAN v2, AFHQ)"]
+    assert "λ_ds 1 " in default.loc["loss weights", "this run"]
+    P = load_params(NOTEBOOK, "smoke", {"train.sampling": "by_count", "augment.hflip": 0.0,
+                                        "augment.random_resized_crop.p": 0.0})
+    ours = paper.protocol(P)["this run"]
+    assert ours["source images"].startswith("by count") and ours["augmentation"] == "none"
+    assert f"{P.train.steps:,} iterations of batch {P.train.batch_size}" in ours["schedule"]

@@ -15,7 +15,6 @@ import pandas as pd
 import torch
 
 from medgan.config import Params
-from medgan.data.base import iter_batches
 from medgan.data.phantoms import dataset_root
 from medgan.data.rxrx19a import STAINS, RxRx19a
 from medgan.reports.tables import bad_input_table
@@ -45,12 +44,6 @@ def load_split(P: Params, split: str | tuple[str, ...] | None, *, with_truth: bo
 def labels_of(dataset: RxRx19a) -> torch.Tensor:
     """(N,) domain label of every crop, from the loader's rows (no pixels are read)."""
     return torch.tensor([int(row["label"]) for row in dataset.rows], dtype=torch.long)
-
-
-def stack_images(dataset, *, batch_size: int = 256) -> torch.Tensor:
-    """Every image of a dataset, (N, C, S, S) in [-1, 1], read batch by batch: only for what must be in
-    memory (the training step's reference pool and the in-domain CNN take tensors)."""
-    return torch.cat(list(iter_batches(dataset, "image", batch_size=batch_size)))
 
 
 HELDOUT = ("val", "test")  # the held-out wells, read as one dataset (val crops first)

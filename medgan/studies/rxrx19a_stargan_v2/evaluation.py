@@ -20,7 +20,7 @@ from medgan.analysis.gradcam import grad_cam
 from medgan.config import Params
 from medgan.metrics.features import INCEPTION_ENV, DomainCNN, get_extractor, train_domain_cnn
 from medgan.models.classifiers import build_classifier
-from medgan.studies.rxrx19a_stargan_v2.data import EvaluationData, stack_images
+from medgan.studies.rxrx19a_stargan_v2.data import EvaluationData
 from medgan.train.classifier import train_classifier
 
 MODES = ("latent", "reference")  # StarGAN v2's two ways to pick a style: mapping network or reference image
@@ -47,10 +47,10 @@ class Scorers:
     classifier_history: pd.DataFrame
 
 
-def _domain_cnn(images: torch.Tensor, labels: torch.Tensor, *, num_domains: int, config: dict, seed: int,
-                run_dir: Path) -> DomainCNN:
-    """The in-domain feature CNN, trained through the engine in ``run_dir/domain_cnn`` (reloaded when finished)."""
-    return train_domain_cnn(images, labels, channels=images.shape[1], num_classes=num_domains,
+def _domain_cnn(crops, *, channels: int, num_domains: int, config: dict, seed: int, run_dir: Path) -> DomainCNN:
+    """The in-domain feature CNN on the crops' domain labels, trained through the engine in
+    ``run_dir/domain_cnn`` (reloaded when finished); the crops are read per batch from the item store."""
+    return train_domain_cnn(crops, channels=channels, num_classes=num_domains,
                             epochs=config["epochs"], batch_size=config["batch_size"], lr=config["lr"], seed=seed,
                             feature_dim=config["feature_dim"], width=config["width"],
                             num_blocks=config["num_blocks"], device="cpu", run_dir=run_dir / "domain_cnn")
@@ -71,8 +71,7 @@ def build_scorers(data: EvaluationData, P: Params, *, run_dir: str | os.PathLike
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     num_domains, channels = len(data.domain_names), len(data.stain_names)
-    # train_domain_cnn takes tensors: the training crops are read into memory for it
-    domain_cnn = _domain_cnn(stack_images(data.train), data.train_labels, num_domains=num_domains,
+    domain_cnn = _domain_cnn(data.train, channels=channels, num_domains=num_domains,
                              config=dict(P.eval.domain_cnn), seed=P.seed, run_dir=run_dir)
     choice = P.eval.extractor
     weights = os.environ.get(INCEPTION_ENV)

@@ -13,8 +13,10 @@ from typing import Any, Mapping
 import pandas as pd
 
 from medgan.config import Params, load_params
+from medgan.data.augment import Augment
 from medgan.reports import Claim, Headline, paper_vs_ours
 from medgan.studies.rxrx19a_stargan_v2.jobs import NOTEBOOK
+from medgan.train.stargan_v2 import AUGMENT_KEYS
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,45 @@ def departures_from_paper_profile(P: Params, *, sections: tuple[str, ...] = ("da
             and ours[k] != theirs.get(k)]
     return pd.DataFrame({"this run": [str(ours[k]) for k in keys], "paper profile": [str(theirs.get(k, "—")) for k in keys]},
                         index=pd.Index(keys, name="parameter"))
+
+
+def _protocol_column(P: Params) -> dict[str, str]:
+    t = P.train
+    augment = Augment.from_params(P.augment.to_dict(), keys=AUGMENT_KEYS)
+    balanced = t.sampling == "balanced"
+    every = max(1, t.steps // max(1, t.n_checkpoints))
+    return {
+        "source images": ("balanced: every domain equally often (item weight 1 / images of its domain), "
+                          "with replacement" if balanced else
+                          "by count: uniform over the training images (a shuffle per epoch)"),
+        "target domain and references": (
+            ("target domain uniform over the domains" if balanced else
+             "target domain = that of a training image drawn uniformly (domains by image count)")
+            + "; x_ref and x_ref2 two independent uniform draws from the target domain's training images, "
+              "read by index"),
+        "augmentation": ("none" if augment is None else
+                         augment.describe() + "; source, x_ref and x_ref2 each their own draw"
+                         + ("; cells have no anatomical left or right, so mirrored fields are valid images"
+                            if augment.hflip or augment.vflip else "")),
+        "loss weights": (f"λ_reg {t.lambda_reg:g} (R1), λ_sty {t.lambda_sty:g}, λ_ds {t.lambda_ds:g} decaying "
+                         f"linearly to 0 over {t.ds_iter:,} iterations, λ_cyc {t.lambda_cyc:g}"),
+        "updates per iteration": ("D and G each latent- and reference-guided" if t.reference_mode
+                                  else "D and G latent-guided only"),
+        "schedule": (f"{t.steps:,} iterations of batch {t.batch_size}; Adam lr {t.lr:g} (G, E, D), "
+                     f"{t.mapping_lr:g} (F), betas {tuple(t.betas)}, weight decay {t.weight_decay:g}; "
+                     f"{t.precision}; checkpoints every {every:,} iterations"),
+        "inference": (f"EMA copies (β {t.ema_beta:g}) of G, F and E; instance norm without running "
+                      "statistics, so train and eval mode give the same outputs"),
+    }
+
+
+def protocol(P: Params) -> pd.DataFrame:
+    """The training protocol this run used, computed from its parameters, beside the ``paper``
+    profile's (the official StarGAN v2 AFHQ configuration: ``core/data_loader.py`` sampling and
+    augmentation, the README's AFHQ loss weights, ``main.py`` defaults)."""
+    ours, theirs = _protocol_column(P), _protocol_column(load_params(NOTEBOOK, "paper"))
+    return pd.DataFrame({"this run": list(ours.values()), "paper profile (official StarGAN v2, AFHQ)":
+                         [theirs[k] for k in ours]}, index=pd.Index(list(ours), name="setting"))
 
 
 def _mean_at(scores: pd.DataFrame, mode: str, metric: str, step: int) -> float:
