@@ -20,6 +20,10 @@ affine parameters) and those followed by batch norm drop it. Any number of input
 channels works (1 for CT/MRI/PET), and ``width`` (the reference's ``ngf``/``ndf``) scales every
 layer for CPU-sized runs.
 
+:func:`forward_in_mode` runs a generator at test time in ``eval`` mode (running batch-norm
+statistics, no dropout) or, as the reference's ``test.py`` does without ``--eval``, in ``train``
+mode (the test batch's statistics, dropout on with seeded masks), leaving the model unchanged.
+
 >>> G = define_generator("resnet_9blocks", 1, 1, width=16)
 >>> G(torch.zeros(2, 1, 64, 64)).shape
 torch.Size([2, 1, 64, 64])
@@ -28,6 +32,7 @@ torch.Size([2, 1, 64, 64])
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 
 import torch
@@ -36,11 +41,15 @@ from torch import nn
 from medgan.models.blocks import count_parameters  # noqa: F401  (re-exported)
 from medgan.models.registry import portable
 
-__all__ = ["GENERATORS", "NORMS", "PatchDiscriminator", "ResnetBlock", "ResnetGenerator", "UNetGenerator",
-           "count_parameters", "define_discriminator", "define_generator", "init_weights", "norm_layer"]
+__all__ = ["GENERATORS", "INFERENCE_MODES", "NORMS", "PatchDiscriminator", "ResnetBlock", "ResnetGenerator",
+           "UNetGenerator", "count_parameters", "define_discriminator", "define_generator", "depends_on_inference_mode",
+           "dropout_seed", "forward_in_mode", "init_weights", "norm_layer"]
 
 GENERATORS = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128")  # the standard names; see define_generator
 NORMS = ("instance", "batch")
+# How a generator runs at test time: "eval" = batch norm on running statistics, no dropout (``module.eval()``);
+# "train" = batch norm on the test batch's statistics, dropout on (the reference's test.py without --eval).
+INFERENCE_MODES = ("eval", "train")
 
 
 def norm_layer(norm: str):
@@ -268,3 +277,57 @@ def define_discriminator(in_channels: int, *, width: int = 64, n_layers: int = 3
     """A :class:`PatchDiscriminator` initialised like the reference (``n_layers=3``: 70x70 PatchGAN)."""
     net = PatchDiscriminator(in_channels, width=width, n_layers=n_layers, norm=norm)
     return init_weights(net, gain=init_gain) if init_gain is not None else net
+
+
+# --- inference ---------------------------------------------------------------------------------
+def dropout_seed(seed: int, index: int) -> int:
+    """The seed of the dropout masks of the test batch that starts at image ``index`` (a hash of both,
+    so neighbouring seeds or indices share no shifted mask sequence)."""
+    raw = hashlib.sha256(f"dropout/{int(seed)}/{int(index)}".encode()).digest()
+    return int.from_bytes(raw[:8], "little") & ((1 << 63) - 1)
+
+
+def depends_on_inference_mode(net: nn.Module) -> bool:
+    """Whether ``net`` has layers that :func:`forward_in_mode` runs differently in its two modes (batch norm
+    with running statistics, dropout); instance norm without running statistics is the same in both."""
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) or
+               (isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats) for m in net.modules())
+
+
+@torch.no_grad()
+def forward_in_mode(net: nn.Module, x: torch.Tensor, *, mode: str = "eval", seed: int = 0) -> torch.Tensor:
+    """``net(x)`` in inference mode ``mode`` (:data:`INFERENCE_MODES`), leaving ``net`` as it was.
+
+    - ``"eval"``: ``net.eval()``: batch norm normalises with its running statistics, dropout is off.
+    - ``"train"``: as pytorch-CycleGAN-and-pix2pix ``test.py`` without ``--eval`` (and the Pix2pix paper,
+      which keeps dropout as the generator's noise at test time): batch norm normalises with the mean
+      and variance of this batch ``x`` (so the output depends on which images share the batch), and
+      dropout is on, its masks drawn from a generator seeded with ``seed`` (the global RNG is left as it
+      was). The running statistics are restored afterwards, so scoring never changes the model.
+
+    Instance norm without running statistics (CycleGAN's) is the same in both modes; so is a network
+    with neither batch norm nor dropout.
+    """
+    if mode not in INFERENCE_MODES:
+        raise ValueError(f"inference mode must be one of {INFERENCE_MODES}, not {mode!r}")
+    was_training = net.training
+    if mode == "eval":
+        net.eval()
+        try:
+            return net(x)
+        finally:
+            net.train(was_training)
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in norms]
+    # torch.manual_seed seeds every GPU: fork (then restore) all their RNG states, not only x's
+    devices = list(range(torch.cuda.device_count())) if x.device.type == "cuda" else []
+    net.train()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(seed))
+            return net(x)
+    finally:
+        for m, buffers in zip(norms, saved):
+            for k, v in buffers.items():
+                getattr(m, k).copy_(v)
+        net.train(was_training)

@@ -5,6 +5,7 @@
 - :func:`worst_case_grid` — the images with the largest error against the truth: source,
   prediction, truth and the absolute error map, with the score in the title.
 - :func:`score_panels` — one panel per score with each method's estimate and CI, per direction.
+- :func:`inference_mode_text` — the generators' test-time mode in words, for a method section.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
-__all__ = ["score_panels", "translation_grid", "worst_case_grid"]
+from medgan.models.image_to_image import depends_on_inference_mode
+
+__all__ = ["inference_mode_text", "score_panels", "translation_grid", "worst_case_grid"]
 
 
 def _np(images: Any) -> np.ndarray:
@@ -120,3 +124,23 @@ def score_panels(summary: pd.DataFrame, *, metrics: Sequence[str], title: str | 
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def inference_mode_text(mode: str, *, batch_size: int, seed: int, generators: Mapping[str, nn.Module]) -> str:
+    """How the generators (label -> network) ran when they were scored, in one sentence per point.
+
+    ``mode``, ``batch_size``, ``seed``: as given to ``medgan.train.cyclegan.translate`` in train mode.
+    """
+    if mode == "eval":
+        text = ("eval: batch norm normalises with its running (training) statistics and dropout is off, "
+                "so the test batch size changes nothing")
+    else:
+        text = (f"train (the reference test.py without --eval): batch norm normalises each batch of {batch_size} "
+                f"test image{'s' if batch_size != 1 else ''} with that batch's own statistics, dropout stays on "
+                f"with masks seeded by seed {seed} and the image index; the running statistics are left untouched")
+    batch_norm = [k for k, g in generators.items() if any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                                          and m.track_running_stats for m in g.modules())]
+    dropout = [k for k, g in generators.items() if any(isinstance(m, nn.modules.dropout._DropoutNd) for m in g.modules())]
+    if not any(depends_on_inference_mode(g) for g in generators.values()):
+        return text + ". Both modes give the same images here: no generator has batch norm or dropout"
+    return text + (f". Batch norm in: {', '.join(batch_norm) or 'none'}; dropout in: {', '.join(dropout) or 'none'}")

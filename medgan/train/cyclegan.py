@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from medgan import losses
+from medgan.models.image_to_image import dropout_seed, forward_in_mode
 from medgan.train.fingerprint import dataset_identity, digest
 from medgan.train.step import StepContext, TrainingStep, set_requires_grad
 
@@ -134,15 +135,22 @@ def apply_linear_decay(optimizers: Mapping[str, torch.optim.Optimizer], base_lr:
 
 @torch.no_grad()
 def translate(generator: nn.Module, images: torch.Tensor, *, batch_size: int = 32,
-              device: torch.device | str | None = None) -> torch.Tensor:
-    """Apply ``generator`` in eval mode to images (N, C, H, W) in [-1, 1], in batches; result on the CPU."""
-    was_training = generator.training
-    generator.eval()
+              device: torch.device | str | None = None, mode: str = "eval", seed: int = 0,
+              start: int = 0) -> torch.Tensor:
+    """Apply ``generator`` to images (N, C, H, W) in [-1, 1], ``batch_size`` at a time; result on the CPU.
+
+    ``mode`` (:data:`medgan.models.image_to_image.INFERENCE_MODES`, see ``forward_in_mode``): ``"eval"``
+    uses batch norm's running statistics and no dropout, so the batch size changes nothing;
+    ``"train"`` normalises each batch of ``batch_size`` images with its own statistics (the reference
+    test script runs batches of 1) and keeps dropout on, with the masks of the batch starting at image
+    ``i`` drawn from ``dropout_seed(seed, start + i)``. ``start``: the index of ``images[0]`` in the
+    whole set, so a set translated in pieces (batch size 1, or pieces of whole batches) matches one pass.
+    The generator is left in the mode it was in, its running statistics untouched.
+    """
     device = device or next(generator.parameters()).device
-    try:
-        out = [generator(images[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
-    finally:
-        generator.train(was_training)
+    out = [forward_in_mode(generator, images[i:i + batch_size].to(device), mode=mode,
+                           seed=dropout_seed(seed, start + i)).float().cpu()
+           for i in range(0, len(images), batch_size)]
     return torch.cat(out) if out else images.new_zeros((0, *images.shape[1:]))
 
 

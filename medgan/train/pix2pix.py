@@ -4,6 +4,9 @@ The generator maps input x to G(x); the PatchGAN discriminator sees the pair (x,
 stacked on the channel axis. Objective: BCE adversarial term + lambda * ||G(x) - y||_1 with
 lambda = 100; dropout in the U-Net decoder is the generator's only noise. The learning rate is
 constant for the first half and decays linearly to zero, as in the reference code.
+
+At test time the reference keeps the generator in train mode (batch statistics, dropout on) unless
+``--eval`` is given; ``medgan.train.cyclegan.translate(..., mode="train" | "eval")`` runs either.
 """
 
 from __future__ import annotations

@@ -9,11 +9,15 @@ import pytest
 from PIL import Image
 
 import medgan
+from medgan.analysis import translation_scores
 from medgan.data import phantoms
+from medgan.data.base import subjects_of
 from medgan.data.brain_ct_mri import BrainCTMRI
+from medgan.models.image_to_image import count_parameters
 from medgan.studies import available, build_job, run_job
 from medgan.studies.brain_ct_mri_cyclegan import data as study_data
 from medgan.studies.brain_ct_mri_cyclegan import evaluation, figures, jobs, paper
+from medgan.train.cyclegan import translate
 
 NB = study_data.NOTEBOOK
 
@@ -161,3 +165,48 @@ def test_headlines_put_our_fid_beside_the_papers(params):
     assert by_label["U-Net FID MRI→CT"].ours == 50.0 and by_label["U-Net FID MRI→CT"].paper == 90.47
     assert paper.fid_table().loc["ResNet-9", "params (M)"] == paper.PARAMS_M["resnet_9blocks"]
     assert dataclasses.asdict(heads[0])["note"] == "ours: domain_cnn features"
+
+
+def test_architecture_table_counts_the_discriminator_that_trains():
+    P = medgan.config.load_params(NB, "smoke", {"discriminator.norm": "batch"})
+    arch = paper.architecture_table(P)
+    trained = build_job(NB, "resnet", P).step.nets["D_A"]
+    assert arch.loc["resnet", "ours D (M)"] == pytest.approx(count_parameters(trained) / 1e6)
+    instance = medgan.config.load_params(NB, "smoke")
+    assert arch.loc["resnet", "ours D (M)"] != paper.architecture_table(instance).loc["resnet", "ours D (M)"]
+
+
+def test_augmentation_is_the_references_per_domain_and_off_by_default():
+    assert jobs.augmentation(medgan.config.load_params(NB, "default")) is None  # default run keys unchanged
+    aug = jobs.augmentation(medgan.config.load_params(NB, "paper"))
+    assert aug.keys == ("A", "B") and not aug.paired  # unaligned domains: independent draws
+    assert aug.resize_crop == (286, 256) and aug.hflip == 0.5 and aug.vflip == 0.0
+    smoke = medgan.config.load_params(NB, "smoke")
+    job = build_job(NB, "resnet", smoke)
+    assert job.options["augment"] == jobs.augmentation(smoke)
+    protocol = paper.protocol_table(smoke, study_data.load_data(smoke))
+    assert protocol.loc["augmentation", "this run"] == job.options["augment"].describe()
+    assert "same images" in protocol.loc["inference mode", "this run"]  # instance norm, no dropout
+
+
+def test_scoring_runs_the_generators_in_the_profiles_inference_mode():
+    """With batch-norm generators (an override: the study's are instance norm) the mode changes the scores,
+    and train mode's are those of the reference's test loop: batches of 1, seeded dropout."""
+    batch_norm = {"train.steps": 2, "models.resnet.norm": "batch", "models.unet.norm": "batch"}
+    scored = {}
+    for mode in ("train", "eval"):
+        P = medgan.config.load_params(NB, "smoke", {**batch_norm, "inference_mode": mode})
+        brain = study_data.load_data(P)
+        steps = {"resnet": build_job(NB, "resnet", P).step}
+        _, ev = evaluation.translate_and_score(steps, brain, evaluation.feature_extractor(brain, P), P,
+                                               include_untrained=False)
+        label = evaluation.model_label(P, "resnet")
+        scored[mode] = ev.per_image.query("method == @label and direction == 'CT→MRI'").reset_index(drop=True)
+        source = study_data.read_images(brain.test_a, range(len(brain.test_a)))
+        truth = study_data.read_images(brain.test_a, range(len(brain.test_a)), "target")
+        pred = translate(steps["resnet"].nets["G_AB"], source, batch_size=1, mode=mode, seed=P.seed)
+        whole = translation_scores.image_scores(pred, truth, subjects=subjects_of(brain.test_a),
+                                                data_range=P.eval.data_range, method=label, direction="CT→MRI",
+                                                ssim_win_size=P.eval.ssim_win_size)
+        pd.testing.assert_frame_equal(scored[mode], whole, rtol=1e-5)
+    assert not np.allclose(scored["train"]["psnr_db"], scored["eval"]["psnr_db"])

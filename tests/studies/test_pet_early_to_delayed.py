@@ -3,6 +3,7 @@ paper's claims and headlines follow the numbers."""
 
 import math
 
+import numpy as np
 import pandas as pd
 import pydicom
 import pytest
@@ -13,9 +14,10 @@ from medgan.config import load_params, rehearsal_cuts
 from medgan.data import phantoms
 from medgan.data.base import subjects_of
 from medgan.data.pet_early_delayed import PETEarlyDelayed
-from medgan.studies import build_job
-from medgan.studies.pet_early_to_delayed import data, evaluation, figures, paper
+from medgan.studies import build_job, run_job
+from medgan.studies.pet_early_to_delayed import data, evaluation, figures, jobs, paper
 from medgan.studies.pet_early_to_delayed.jobs import NOTEBOOK
+from medgan.train import max_weight_difference
 from medgan.train.cyclegan import translate
 
 
@@ -117,7 +119,7 @@ def test_streamed_scores_equal_the_scores_of_the_whole_test_set_at_once(P):
     """Batch by batch (batch size 3) gives the numbers of the in-memory functions on all slices."""
     jobs = {model: build_job(NOTEBOOK, model, P) for model in ("pix2pix", "cyclegan")}
     pet = data.load_data(P)
-    small = load_params(NOTEBOOK, "smoke", {"eval.batch_size": 3})
+    small = load_params(NOTEBOOK, "smoke", {"eval.batch_size": 3, "inference_mode": "train"})  # as the paper profile
     streamed = evaluation.evaluate(jobs, pet, small)
     early = data.read_images(pet.test, range(len(pet.test)))
     delayed = data.read_images(pet.test, range(len(pet.test)), "target")
@@ -126,8 +128,10 @@ def test_streamed_scores_equal_the_scores_of_the_whole_test_set_at_once(P):
     ratio = pet_uptake.uptake_ratio(data.read_images(pet.train, train), data.read_images(pet.train, train, "target"),
                                     suv_max=P.data.suv_max)
     assert streamed.uptake_ratio == pytest.approx(ratio, rel=1e-5)
-    with torch.no_grad():
-        predictions = {label: translate(jobs[model].step.nets[evaluation.GENERATOR_OF[model]], early)
+    assert small.inference_batch_size == 1  # the reference test.py's batch
+    with torch.no_grad():  # all test slices in one call: slice i's dropout seed follows its index, not the batching
+        predictions = {label: translate(jobs[model].step.nets[evaluation.GENERATOR_OF[model]], early, batch_size=1,
+                                        mode="train", seed=small.seed)
                        for model, label in (("pix2pix", "Pix2pix"), ("cyclegan", "CycleGAN"))}
     predictions[evaluation.scaled_identity_label(ratio)] = pet_uptake.scaled_identity(early, ratio=ratio,
                                                                                       suv_max=P.data.suv_max)
@@ -163,3 +167,79 @@ def test_rehearsal_runs_the_paper_geometry_and_cuts_only_counts(tmp_path):
     meta = pet.rows[0]["meta"]
     assert meta["pixel_spacing_mm"] == pytest.approx(5.3456) and meta["spacing_z_mm"] == pytest.approx(5.0)
     assert pet[0]["image"].shape == pet[0]["mask"].shape == (1, 128, 128)
+
+
+def test_augmentation_of_each_profile_and_model():
+    default, paper_params = load_params(NOTEBOOK, "default"), load_params(NOTEBOOK, "paper")
+    assert jobs.augmentation(default, "pix2pix") is None and jobs.augmentation(default, "cyclegan") is None
+    pix, cyc = jobs.augmentation(paper_params, "pix2pix"), jobs.augmentation(paper_params, "cyclegan")
+    assert pix.paired and pix.keys == ("image", "target") and not cyc.paired and cyc.keys == ("A", "B")
+    for aug in (pix, cyc):  # the reference's 286 -> 256 at the native 128 px; no left-right flip of a body
+        assert aug.resize_crop == (143, 128) and aug.hflip == 0.0 and aug.vflip == 0.0
+    assert paper.protocol_table(paper_params).loc["augmentation", "this run"].count("143 px") == 2
+
+
+def test_pix2pix_pairs_stay_aligned_and_cyclegan_domains_do_not(P):
+    pix, cyc = build_job(NOTEBOOK, "pix2pix", P), build_job(NOTEBOOK, "cyclegan", P)
+    x = torch.rand(6, 1, P.data.image_size, P.data.image_size) * 2 - 1
+    for step in range(3):
+        out = pix.options["augment"]({"image": x, "target": x.clone()}, seed=P.seed, step=step)
+        assert torch.equal(out["image"], out["target"]) and not torch.equal(out["image"], x)
+    unpaired = [cyc.options["augment"]({"A": x, "B": x.clone()}, seed=P.seed, step=step) for step in range(3)]
+    assert any(not torch.equal(out["A"], out["B"]) for out in unpaired)
+
+
+def test_a_study_job_with_augmentation_resumes_bit_exact(P, tmp_path):
+    """The smoke Pix2pix job (augmented as the paper profile, scaled), stopped at step 7 after the checkpoint
+    at 5, resumed: the same weights as a run straight through."""
+    straight = build_job(NOTEBOOK, "pix2pix", P)
+    assert straight.options["augment"] is not None
+    run_job(straight, tmp_path / "a", checkpoint_every=5, progress=False)
+    interrupted = build_job(NOTEBOOK, "pix2pix", P)
+    original = interrupted.step.train_step
+
+    def stop_at_7(batch, ctx):
+        if ctx.step == 7:
+            raise RuntimeError("power cut")
+        return original(batch, ctx)
+
+    interrupted.step.train_step = stop_at_7
+    with pytest.raises(RuntimeError, match="power cut"):
+        run_job(interrupted, tmp_path / "b", checkpoint_every=5, progress=False)
+    resumed = build_job(NOTEBOOK, "pix2pix", P)
+    result = run_job(resumed, tmp_path / "b", checkpoint_every=5, progress=False)
+    assert result.trained_steps == P.train.steps - 5
+    assert max_weight_difference(straight.step, resumed.step) == 0.0
+
+
+def test_scores_follow_the_inference_mode_and_both_modes_are_reported(P):
+    jobs_ = {model: build_job(NOTEBOOK, model, P) for model in ("pix2pix", "cyclegan")}
+    pet = data.load_data(P)
+    as_train = load_params(NOTEBOOK, "smoke", {"inference_mode": "train"})
+    assert P.inference_mode == "eval"  # the smoke profile's, as the default's
+    scores = {mode: evaluation.evaluate(jobs_, pet, params) for mode, params in (("train", as_train), ("eval", P))}
+    early = data.read_images(pet.test, range(len(pet.test)))
+    delayed = data.read_images(pet.test, range(len(pet.test)), "target")
+    for mode, s in scores.items():
+        assert s.inference_mode == mode and s.by_inference_mode[mode] is s.evaluation
+        assert set(s.by_inference_mode) == {"train", "eval"}
+        g = jobs_["pix2pix"].step.nets["G"]
+        pred = translate(g, early, batch_size=1 if mode == "train" else 64, mode=mode, seed=P.seed)
+        whole = translation_scores.image_scores(pred, delayed, subjects=subjects_of(pet.test), data_range=P.eval.data_range,
+                                                method="Pix2pix", direction=evaluation.DIRECTION,
+                                                ssim_win_size=P.eval.ssim_win_size)
+        scored = s.evaluation.per_image.query("method == 'Pix2pix'").reset_index(drop=True)
+        pd.testing.assert_frame_equal(scored, whole, rtol=1e-5)
+    # the other mode's table holds the main mode's numbers of the other run: the same scores, side by side
+    def models(summary):
+        return summary.query("method in ['Pix2pix', 'CycleGAN']").reset_index(drop=True)
+
+    for mode in ("train", "eval"):
+        pd.testing.assert_frame_equal(models(scores["train"].by_inference_mode[mode].summary),
+                                      models(scores["eval"].by_inference_mode[mode].summary))
+    train_psnr = scores["train"].evaluation.per_image.query("method == 'Pix2pix'")["psnr_db"]
+    eval_psnr = scores["eval"].evaluation.per_image.query("method == 'Pix2pix'")["psnr_db"]
+    assert not np.allclose(train_psnr, eval_psnr)  # batch norm: the two modes give other images
+    table = evaluation.inference_mode_table(scores["train"])
+    assert list(table.index) == ["Pix2pix", "CycleGAN"]
+    assert list(table.columns) == [(m, mode) for m in ("PSNR (dB)", "SSIM", "FID") for mode in ("train", "eval")]

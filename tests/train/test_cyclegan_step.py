@@ -1,9 +1,12 @@
+import copy
+
 import pytest
 import torch
 
-from medgan.models.image_to_image import define_discriminator, define_generator
+from medgan.models.image_to_image import (define_discriminator, define_generator, depends_on_inference_mode,
+                                          dropout_seed)
 from medgan.train import max_weight_difference, read_log, seed_everything, train
-from medgan.train.cyclegan import CycleGANStep, ImagePool, UnpairedDataset, linear_decay_factor
+from medgan.train.cyclegan import CycleGANStep, ImagePool, UnpairedDataset, linear_decay_factor, translate
 from tests.train.toy import ToyImages
 
 
@@ -139,3 +142,71 @@ def test_identity_needs_matching_channels(tmp_path):
     batch = {"A": torch.zeros(1, 1, 8, 8), "B": torch.zeros(1, 2, 8, 8)}
     with pytest.raises(ValueError, match="lambda_identity=0"):
         step.train_step(batch, StepContext(device=torch.device("cpu"), step=0, total_steps=1))
+
+
+def _trained_looking_unet():
+    """A U-Net with batch norm and dropout whose running statistics differ from any one batch's."""
+    seed_everything(3)
+    net = define_generator("unet_64", 1, 1, width=4, norm="batch", dropout=True)  # unet_64: one dropout level
+    assert sum(isinstance(m, torch.nn.Dropout) for m in net.modules()) == 1
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+def test_inference_modes_eval_uses_running_statistics_train_uses_batch_statistics_and_seeded_dropout():
+    net = _trained_looking_unet()
+    x = torch.rand(3, 1, 64, 64) * 2 - 1
+    running = {k: v.clone() for k, v in net.state_dict().items()}
+    # eval: the module's eval() forward, whatever the batch size
+    reference = copy.deepcopy(net).eval()
+    with torch.no_grad():
+        expected_eval = reference(x)
+    assert torch.equal(translate(net, x, batch_size=2, mode="eval"), expected_eval)
+    # train, batches of 1: a manual train() forward of each image with its dropout seed
+    seen = []
+    norm = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    hook = norm.register_forward_hook(lambda m, inp, out: seen.append((inp[0].clone(), out.clone())))
+    rng = torch.get_rng_state()
+    out = translate(net, x, batch_size=1, mode="train", seed=11)
+    assert torch.equal(torch.get_rng_state(), rng)  # the dropout draws came from a forked generator
+    hook.remove()
+    manual = copy.deepcopy(net).train()
+    expected = []
+    for i in range(len(x)):
+        torch.manual_seed(dropout_seed(11, i))
+        with torch.no_grad():
+            expected.append(manual(x[i:i + 1]))
+    assert torch.equal(out, torch.cat(expected))
+    # batch norm normalised with the batch's own mean and (biased) variance, not the running ones
+    features, normalised = seen[0]
+    mean = features.mean(dim=(0, 2, 3), keepdim=True)
+    var = features.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    closed = (features - mean) / torch.sqrt(var + norm.eps) * norm.weight.view(1, -1, 1, 1) + norm.bias.view(1, -1, 1, 1)
+    assert torch.allclose(normalised, closed, atol=1e-5)
+    # nothing changed: running statistics, the module's mode, the global RNG
+    assert all(torch.equal(v, running[k]) for k, v in net.state_dict().items())
+    assert not net.training
+    # the modes differ, the seed moves the dropout masks, and a set translated in pieces matches one pass
+    assert (out - expected_eval).abs().mean() > 1e-3
+    assert not torch.equal(translate(net, x, batch_size=1, mode="train", seed=12), out)
+    pieces = torch.cat([translate(net, x[:2], batch_size=1, mode="train", seed=11),
+                        translate(net, x[2:], batch_size=1, mode="train", seed=11, start=2)])
+    assert torch.equal(pieces, out)
+    # the test batch size is part of train mode: batch statistics over 3 images are other numbers
+    assert not torch.allclose(translate(net, x, batch_size=3, mode="train", seed=11), out)
+    with pytest.raises(ValueError, match="inference mode"):
+        translate(net, x, mode="test")
+
+
+def test_instance_norm_without_dropout_is_the_same_in_both_modes():
+    seed_everything(0)
+    net = define_generator("resnet_2blocks", 1, 1, width=4)  # CycleGAN's: instance norm, no dropout
+    assert not depends_on_inference_mode(net)
+    assert depends_on_inference_mode(_trained_looking_unet())
+    x = torch.rand(2, 1, 16, 16)
+    assert torch.equal(translate(net, x, batch_size=1, mode="train"), translate(net, x, batch_size=1, mode="eval"))
+    assert torch.allclose(translate(net, x, batch_size=2, mode="train"), translate(net, x, batch_size=1, mode="eval"),
+                          atol=1e-6)  # per-image statistics: the batch size changes nothing but rounding

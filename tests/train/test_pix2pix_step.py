@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from medgan.data.augment import Augment
 from medgan.models.image_to_image import define_discriminator, define_generator
 from medgan.train import max_weight_difference, seed_everything, train
 from medgan.train.pix2pix import Pix2PixStep
@@ -67,5 +68,52 @@ def test_interrupted_run_resumes_bit_exact(tmp_path):
         train(interrupted, Paired(), run_dir=tmp_path / "b", **kw)
     resumed = make_step()
     result = train(resumed, Paired(), run_dir=tmp_path / "b", **kw)
+    assert result.trained_steps == 4
+    assert max_weight_difference(straight, resumed) == 0.0
+
+
+class SameTwice(Paired):
+    """Pairs whose target is the input itself, so any misaligned augmentation shows."""
+
+    def __init__(self, n=32):
+        super().__init__(n)
+        self.y = self.x.clone()
+
+
+PAIRED_AUGMENT = Augment.from_params({"hflip": 0.5, "resize_crop": {"load": 18, "crop": 16}},
+                                     keys=("image", "target"), paired=True)
+
+
+def test_paired_augmentation_keeps_each_pair_aligned_and_resumes_bit_exact(tmp_path):
+    kw = dict(total_steps=8, batch_size=8, progress=False, checkpoint_every=4, augment=PAIRED_AUGMENT)
+    seen = []
+    straight = make_step()
+    original_straight = straight.train_step
+
+    def record(batch, ctx):
+        seen.append((batch["image"].clone(), batch["target"].clone()))
+        return original_straight(batch, ctx)
+
+    straight.train_step = record
+    train(straight, SameTwice(), run_dir=tmp_path / "a", **kw)
+    raw = SameTwice().x
+    assert len(seen) == 8
+    for image, target in seen:
+        assert torch.equal(image, target)  # one draw for both halves of a pair
+    # and the augmentation did something: most augmented images are no raw image
+    assert sum(not any(torch.equal(img, r) for r in raw) for image, _ in seen for img in image) > 32
+    interrupted = make_step()
+    original = interrupted.train_step
+
+    def stop_at_5(batch, ctx):
+        if ctx.step == 5:
+            raise RuntimeError("power cut")
+        return original(batch, ctx)
+
+    interrupted.train_step = stop_at_5
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(interrupted, SameTwice(), run_dir=tmp_path / "b", **kw)
+    resumed = make_step()
+    result = train(resumed, SameTwice(), run_dir=tmp_path / "b", **kw)
     assert result.trained_steps == 4
     assert max_weight_difference(straight, resumed) == 0.0

@@ -105,18 +105,20 @@ def translate_and_score(steps: dict[str, CycleGANStep], data: BrainData, extract
                             reconstructions={label: {} for label in nets if label != UNTRAINED})
     for direction, (source_set, _, _) in sides.items():
         kept: dict[str, list[torch.Tensor]] = {}
+        seen = 0  # test images of this direction translated so far (the dropout seeds follow the image index)
         for batch in test_batches(source_set, params):
             source, subjects = batch["image"], list(batch["subject"])
             truth = batch.get("target") if data.has_truth else None
             room = max(0, n - sum(len(t) for t in kept.get("source", [])))
             for label, (g_ab, g_ba) in nets.items():
                 forward, backward = (g_ab, g_ba) if direction == ab else (g_ba, g_ab)
-                fake = _translate(forward, source, bs)
+                fake = _translate(forward, source, params, start=seen)
                 scorer.add(label, direction, fake, subjects=subjects, truth=truth, source=source)
                 if room and label != UNTRAINED:  # the grid's images, copied out of the batch
                     kept.setdefault(label, []).append(fake[:room].clone())
-                    kept.setdefault(f"{label}\0cycle", []).append(_translate(backward, fake[:room], bs))
+                    kept.setdefault(f"{label}\0cycle", []).append(_translate(backward, fake[:room], params, start=seen))
             scorer.add("identity", direction, source, subjects=subjects, truth=truth, source=source)
+            seen += len(source)
             if room:
                 kept.setdefault("source", []).append(source[:room].clone())
                 if truth is not None:
@@ -132,9 +134,14 @@ def translate_and_score(steps: dict[str, CycleGANStep], data: BrainData, extract
     return grid, scorer.evaluate(n_boot=e.n_boot, fid_n_boot=e.fid_n_boot, alpha=e.alpha, seed=params.seed)
 
 
-def _translate(generator: torch.nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+def _translate(generator: torch.nn.Module, images: torch.Tensor, params: Params, *, start: int) -> torch.Tensor:
+    """``images`` (the test images ``start ..``) through ``generator`` in ``params.inference_mode``: eval in
+    batches of ``eval.batch_size``; train in batches of ``inference_batch_size`` (their own batch statistics,
+    dropout seeded by ``seed`` and the image index)."""
+    mode = params.inference_mode
+    batch_size = int(params.eval.batch_size) if mode == "eval" else int(params.inference_batch_size)
     with torch.no_grad():  # inference only: no autograd graph kept across the batch
-        return translate(generator, images, batch_size=batch_size)
+        return translate(generator, images, batch_size=batch_size, mode=mode, seed=int(params.seed), start=start)
 
 
 def feature_extractor(data: BrainData, params: Params, *, run_dir: str | os.PathLike | None = None) -> torch.nn.Module:

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from medgan.config import Params
+from medgan.data.augment import Augment
 from medgan.models.image_to_image import count_parameters, define_discriminator, define_generator
 from medgan.studies.brain_ct_mri_cyclegan.data import NOTEBOOK, BrainData, load_data, read_images
 from medgan.studies.registry import register
@@ -36,6 +37,12 @@ def build_networks(params: Params, model: str) -> dict[str, torch.nn.Module]:
         return define_discriminator(channels, width=d.width, n_layers=d.n_layers, norm=d.norm)
 
     return {"G_AB": generator(), "G_BA": generator(), "D_A": discriminator(), "D_B": discriminator()}
+
+
+def augmentation(params: Params) -> Augment | None:
+    """The training augmentation of ``params.augment``: CT and MRI batches drawn independently (unpaired
+    domains, as the reference's unaligned loader transforms A and B apart); None when it does nothing."""
+    return Augment.from_params(params.augment.to_dict(), keys=("A", "B"), paired=False)
 
 
 def total_steps(params: Params, n_a: int, n_b: int) -> int:
@@ -63,7 +70,8 @@ def build_cyclegan(params: Params, model: str, *, data: BrainData | None = None)
     options = dict(total_steps=steps, batch_size=int(t.batch_size), seed=int(params.seed), device=params.device,
                    precision=t.precision, log_every=int(t.log_every), sample_every=int(t.sample_every),
                    sample_count=6 * SAMPLE_IMAGES, checkpoint_every=int(t.checkpoint_every),
-                   num_workers=int(params.data.num_workers), desc=f"CycleGAN {params.models[model].generator}")
+                   num_workers=int(params.data.num_workers), desc=f"CycleGAN {params.models[model].generator}",
+                   augment=augmentation(params))
     info = {"generator": params.models[model].generator, "width": params.models[model].width, "steps": steps,
             "parameters_G": count_parameters(nets["G_AB"]), "parameters_D": count_parameters(nets["D_A"])}
     return TrainingJob(step=step, dataset=dataset, options=options, info=info)

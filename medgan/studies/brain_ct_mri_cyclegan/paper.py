@@ -12,7 +12,10 @@ import torch
 from medgan.config import Params
 from medgan.models.image_to_image import count_parameters, define_discriminator, define_generator
 from medgan.reports.results import Claim, Headline
+from medgan.reports.translation_figures import inference_mode_text
+from medgan.studies.brain_ct_mri_cyclegan.data import BrainData
 from medgan.studies.brain_ct_mri_cyclegan.evaluation import MODEL_LABELS, model_label
+from medgan.studies.brain_ct_mri_cyclegan.jobs import augmentation, total_steps
 
 AUTHORS = "Seong-Hyeok Kim, Jang-Ho Kwon and Ki-Hwan Choi"
 TITLE = "CycleGAN-Based Bidirectional Conversion of Brain CT and MRI Scans"
@@ -85,7 +88,7 @@ def architecture_table(params: Params) -> pd.DataFrame:
         if paper_name is not None:
             with torch.device("meta"):  # counting only
                 paper_g = define_generator(paper_name, 3, 3, width=64, norm="instance", init_gain=None)
-                paper_d = define_discriminator(3, width=64, init_gain=None)
+                paper_d = define_discriminator(3, width=64, norm="instance", init_gain=None)
             paper_count, paper_d_count = count_parameters(paper_g), count_parameters(paper_d)
         else:
             paper_count = paper_d_count = None
@@ -93,7 +96,8 @@ def architecture_table(params: Params) -> pd.DataFrame:
             ours_g = define_generator(g.generator, params.data.channels, params.data.channels, width=g.width,
                                       norm=g.norm, dropout=g.dropout, init_gain=None)
             ours_d = define_discriminator(params.data.channels, width=params.discriminator.width,
-                                          n_layers=params.discriminator.n_layers, init_gain=None)
+                                          n_layers=params.discriminator.n_layers, norm=params.discriminator.norm,
+                                          init_gain=None)
         rows.append({"model": model, "paper generator": paper_name,
                      "paper reports (M)": PARAMS_M.get(paper_name),
                      "reference code, 3ch w64 (M)": None if paper_count is None else paper_count / 1e6,
@@ -101,6 +105,45 @@ def architecture_table(params: Params) -> pd.DataFrame:
                      "our generator": g.generator, "our width": g.width,
                      "ours G (M)": count_parameters(ours_g) / 1e6, "ours D (M)": count_parameters(ours_d) / 1e6})
     return pd.DataFrame(rows).set_index("model")
+
+
+# The reference implementation's defaults for each protocol row (pytorch-CycleGAN-and-pix2pix: options/*.py,
+# data/unaligned_dataset.py, data/base_dataset.py, test.py); the paper states none of them.
+REFERENCE_PROTOCOL = {
+    "sampling": "batch 1: each CT image in turn (shuffled), an MRI image drawn at random for it (unaligned_dataset.py)",
+    "augmentation": "resize to 286 px and a random 256 px crop; left-right flip with probability 0.5; "
+                    "CT and MRI transformed independently (base_dataset.get_transform)",
+    "test images": "resized to 256 px, no crop, no flip (test.py: no_flip, load_size = crop_size)",
+    "inference mode": "train unless --eval (test.py); the same images with CycleGAN's instance norm and no dropout",
+    "schedule": "200 epochs: 100 at Adam lr 2e-4, betas (0.5, 0.999), then 100 decaying linearly to 0",
+}
+
+
+def protocol_table(params: Params, data: BrainData) -> pd.DataFrame:
+    """What this run actually did, computed from ``params`` (and the data's sizes), beside the reference's
+    defaults: how training batches are drawn, the augmentation, the test images, the generators'
+    inference mode and the schedule."""
+    t, c = params.train, int(params.data.channels)
+    n_a, n_b, bs = len(data.train_a), len(data.train_b), int(t.batch_size)
+    steps = total_steps(params, n_a, n_b)
+    aug = augmentation(params)
+    with torch.device("meta"):  # which layers the generators have, nothing computed
+        nets = {MODEL_LABELS.get(m, m): define_generator(g.generator, c, c, width=g.width, norm=g.norm,
+                                                         dropout=g.dropout, init_gain=None)
+                for m, g in params.models.items()}
+    length = (f"{t.epochs} epochs of max(|CT|, |MRI|) = {max(n_a, n_b)} images = " if t.get("epochs") is not None
+              else "")
+    ours = {
+        "sampling": f"batch {bs}: {bs} CT and {bs} MRI train images drawn independently (the {n_a} × {n_b} "
+                    f"(CT, MRI) combinations shuffled without replacement each epoch, seed {params.seed})",
+        "augmentation": aug.describe() if aug is not None else "none",
+        "test images": f"resized to {params.data.image_size} px, no crop, no flip",
+        "inference mode": inference_mode_text(params.inference_mode, batch_size=int(params.inference_batch_size),
+                                              seed=int(params.seed), generators=nets),
+        "schedule": f"{length}{steps} iterations of batch {bs}; Adam lr {t.lr:g}, betas {tuple(t.betas)}, constant "
+                    f"for the first {t.decay_start:.0%}, then decaying linearly to 0",
+    }
+    return pd.DataFrame({"this run": ours, "reference default": REFERENCE_PROTOCOL}).rename_axis("protocol")
 
 
 def claims(summary: pd.DataFrame, params: Params, directions: list[str]) -> list[Claim]:

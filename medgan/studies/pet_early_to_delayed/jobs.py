@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from medgan.config import Params
+from medgan.data.augment import Augment
 from medgan.models.blocks import count_parameters
 from medgan.models.image_to_image import define_discriminator, define_generator
 from medgan.studies.pet_early_to_delayed.data import load_data, read_images
@@ -36,13 +37,24 @@ def _discriminator(params: Params, in_channels: int) -> torch.nn.Module:
     return define_discriminator(in_channels, width=int(d.width), n_layers=int(d.n_layers), norm=d.norm)
 
 
+# The batch entries each model trains on, and whether one augmentation draw serves both.
+AUGMENT_KEYS = {"pix2pix": (("image", "target"), True),  # an (early, delayed) pair stays aligned
+                "cyclegan": (("A", "B"), False)}        # unpaired: each domain its own draw
+
+
+def augmentation(params: Params, model: str) -> Augment | None:
+    """``params.augment`` for ``model``'s batches (see :data:`AUGMENT_KEYS`); None when it does nothing."""
+    keys, paired = AUGMENT_KEYS[model]
+    return Augment.from_params(params.augment.to_dict(), keys=keys, paired=paired)
+
+
 def _options(params: Params, model: str) -> dict:
-    """Engine options only; the run fingerprint is the engine's."""
+    """Engine options only; the run fingerprint is the engine's (it adds the augmentation when there is one)."""
     t = params.train
     return dict(total_steps=int(t.steps), batch_size=int(t.batch_size), seed=int(params.seed), device=params.device,
                 precision=t.precision, log_every=int(t.log_every), sample_every=int(t.sample_every),
                 checkpoint_every=int(t.checkpoint_every), num_workers=int(params.data.num_workers),
-                desc=MODEL_LABELS[model])
+                desc=MODEL_LABELS[model], augment=augmentation(params, model))
 
 
 @register(NOTEBOOK, "pix2pix")

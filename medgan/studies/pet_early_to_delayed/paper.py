@@ -12,8 +12,13 @@ import math
 
 import numpy as np
 import pandas as pd
+import torch
 
+from medgan.config import Params
+from medgan.models.image_to_image import define_generator
 from medgan.reports.results import Claim, Headline
+from medgan.reports.translation_figures import inference_mode_text
+from medgan.studies.pet_early_to_delayed.jobs import MODEL_LABELS, augmentation
 
 AUTHORS = "Almaslamani Muath, Kangsan Kim, Byung Hyun Byun, Sang-Keun Woo"
 TITLE = "Comparison of Paired and Unpaired Image-to-image Translation for 18F-FDG Delayed PET Generation"
@@ -101,3 +106,49 @@ def headlines(summary: pd.DataFrame, *, extractor: str, psnr_range: str) -> list
                                 ours=_estimate(summary, method, METRIC_OF[column]),
                                 paper=REPORTED[method][column], note=note))
     return out
+
+
+# The reference implementation's defaults for each protocol row (pytorch-CycleGAN-and-pix2pix: options/*.py,
+# data/aligned_dataset.py, data/unaligned_dataset.py, data/base_dataset.py, test.py); the paper states none of them.
+REFERENCE_PROTOCOL = {
+    "sampling": "batch 1; Pix2pix: aligned (A, B) pairs, shuffled; CycleGAN: each A in turn (shuffled), "
+                "a B drawn at random for it",
+    "augmentation": "resize to 286 px and a random 256 px crop; left-right flip with probability 0.5; "
+                    "one draw for a Pix2pix pair (aligned_dataset.py), independent draws for CycleGAN",
+    "test slices": "resized to 256 px, no crop, no flip (test.py: no_flip, load_size = crop_size)",
+    "generator": "unet_256 (Pix2pix default; the paper names no network)",
+    "inference mode": "train unless --eval (test.py): batch statistics of batches of 1, dropout on",
+    "schedule": "200 epochs: 100 at Adam lr 2e-4, betas (0.5, 0.999), then 100 decaying linearly to 0",
+}
+
+
+def _dropout_layers(net: torch.nn.Module) -> int:
+    return sum(isinstance(m, torch.nn.Dropout) for m in net.modules())
+
+
+def protocol_table(params: Params) -> pd.DataFrame:
+    """What this run actually did, computed from ``params``, beside the reference's defaults: how training
+    batches are drawn, the augmentation of each model, the test slices, the generator, its inference mode
+    (both modes are scored; this one fills the other tables) and the schedule."""
+    t, g, bs = params.train, params.generator, int(params.train.batch_size)
+    augmentations = {MODEL_LABELS[m]: augmentation(params, m) for m in MODEL_LABELS}
+    with torch.device("meta"):  # which layers the generators have, nothing computed
+        nets = {"Pix2pix": define_generator(g.name, 1, 1, width=int(g.width), norm=g.norm, dropout=bool(g.dropout),
+                                            init_gain=None),
+                "CycleGAN": define_generator(g.name, 1, 1, width=int(g.width), norm=g.norm, dropout=False,
+                                             init_gain=None)}
+    ours = {
+        "sampling": f"batch {bs}; Pix2pix: (early, delayed) pairs of train slices shuffled without replacement each "
+                    f"epoch; CycleGAN: early and delayed train slices drawn independently (every combination "
+                    f"shuffled), the pairing unused; seed {params.seed}",
+        "augmentation": "; ".join(f"{label}: {aug.describe() if aug is not None else 'none'}"
+                                  for label, aug in augmentations.items()),
+        "test slices": f"{params.data.image_size} px, no crop, no flip",
+        "generator": f"{g.name}, width {g.width}, {g.norm} norm; Pix2pix's has {_dropout_layers(nets['Pix2pix'])} "
+                     f"dropout layers (the reference puts them only between two 8 × width levels), CycleGAN's none",
+        "inference mode": inference_mode_text(params.inference_mode, batch_size=int(params.inference_batch_size),
+                                              seed=int(params.seed), generators=nets),
+        "schedule": f"{t.steps} iterations of batch {bs} per model; Adam lr {t.lr:g}, betas {tuple(t.betas)}, "
+                    f"constant for the first {t.decay_start:.0%}, then decaying linearly to 0",
+    }
+    return pd.DataFrame({"this run": ours, "reference default": REFERENCE_PROTOCOL}).rename_axis("protocol")
