@@ -13,6 +13,9 @@ import medgan
 from medgan.cli import main
 from medgan.config import load_params, runs_dir
 from medgan.data.base import DataError
+from medgan.models.image_to_image import define_generator
+from medgan.models.portable import GeneratorModel
+from medgan.train.cyclegan import translate as study_translate
 from medgan.data.dicom import load_series
 from medgan.data.image_files import Intensity, read_image_file
 from medgan.data.nifti import read_nifti
@@ -193,3 +196,23 @@ def test_score_bad_input_is_named(tmp_path):
         score_folders(tmp_path / "real", tmp_path / "broken", extractor="domain_cnn", weights=weights)
     with pytest.raises(WeightsNotFoundError, match="inception_v3 needs --weights PATH: a local copy"):
         score_folders(tmp_path / "real", tmp_path / "real")
+
+
+def test_a_train_mode_model_translates_like_the_study_at_any_batching():
+    """An exported model in the reference's inference mode (batch statistics, seeded dropout) gives
+    what the study's scorer gives, whatever batches the caller passes, and never changes its weights."""
+    torch.manual_seed(0)
+    net = define_generator("unet_64", 1, 1, width=4, norm="batch", dropout=True)
+    net.train()
+    net(torch.randn(8, 1, 64, 64))  # running statistics that differ from any test batch's
+    reference = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.rand(6, 1, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    expected = study_translate(net, x, batch_size=1, mode="train", seed=3).clamp(-1, 1)
+    model = GeneratorModel({"A_to_B": net}, {"kind": "translation", "inference_mode": "train",
+                                             "inference_batch_size": 1})
+    whole = model.translate(x, seed=3)
+    pieces = torch.cat([model.translate(x[i:i + 2], seed=3, start=i) for i in range(0, 6, 2)])
+    assert torch.equal(whole, expected) and torch.equal(pieces, expected)
+    assert all(torch.equal(v, reference[k]) for k, v in net.state_dict().items())
+    evaluated = GeneratorModel({"A_to_B": net}, {"kind": "translation"}).translate(x)
+    assert not torch.allclose(evaluated, expected, atol=1e-3)

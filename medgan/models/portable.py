@@ -97,8 +97,12 @@ def best_device() -> torch.device:
 class GeneratorModel(nn.Module):
     """A loaded generator: ``generate`` for unconditional models, ``translate`` for the others.
 
-    ``spec`` is the model's ``model.json``; ``nets`` its networks, in inference mode (``eval()``,
-    unless ``spec["inference_mode"]`` is ``"train"``: batch statistics, as some references sample).
+    ``spec`` is the model's ``model.json``; ``nets`` its networks. They run in the study's inference
+    mode (``spec["inference_mode"]``, see :func:`medgan.models.image_to_image.forward_in_mode`):
+    ``"eval"`` uses batch norm's running statistics; ``"train"`` normalises each chunk of
+    ``spec["inference_batch_size"]`` images with its own statistics and draws dropout masks from
+    (seed, image index), so results never depend on how a caller batches, and the weights and the
+    global RNG are never changed.
     """
 
     def __init__(self, nets: Mapping[str, nn.Module], spec: Mapping[str, Any]):
@@ -107,7 +111,9 @@ class GeneratorModel(nn.Module):
         self.kind = self.spec["kind"]
         self.nets = nn.ModuleDict(dict(nets))
         self.requires_grad_(False)
-        self.train(self.spec.get("inference_mode", "eval") == "train")
+        self.eval()
+        self.inference_mode = self.spec.get("inference_mode", "eval")
+        self.inference_batch_size = int(self.spec.get("inference_batch_size") or 1)
         self.axes: dict[str, torch.Tensor] = {}  # label -> unit direction (latent_dim,) float64, on the CPU
 
     @property
@@ -183,7 +189,7 @@ class GeneratorModel(nn.Module):
             self.axis(label)  # an unknown label fails before any image is made
         for first in range(start, n, batch_size):
             z = self.latents(first, min(batch_size, n - first), seed=seed, label=label, strength=strength)
-            yield first, self.nets["generator"](z.to(self.device)).clamp(-1, 1).float().cpu()
+            yield first, self._run("generator", z.to(self.device), seed=seed, start=first)
 
     def generate(self, n: int, *, seed: int = 0, batch_size: int = 64, label: str | None = None,
                  strength: float | None = None) -> torch.Tensor:
@@ -202,7 +208,7 @@ class GeneratorModel(nn.Module):
         self._require("unconditional")
         z = self.latents(index, 1, seed=seed)
         moved = torch.cat([self.move(z, label, s) for s in strengths])
-        return self.nets["generator"](moved.to(self.device)).clamp(-1, 1).float().cpu()
+        return self._run("generator", moved.to(self.device), seed=seed, start=index)
 
     # --- translation ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -224,7 +230,7 @@ class GeneratorModel(nn.Module):
             name = direction or names[0]
             if name not in self.nets:
                 raise ValueError(f"direction {name!r}: this model has {names}")
-            return self.nets[name](x).clamp(-1, 1).float().cpu()
+            return self._run(name, x, seed=seed, start=start)
         domains = list(self.spec.get("domains") or [])
         if domain is None:
             raise ValueError(f"a style-transfer model needs domain= (one of {domains or 'the domain indices'})")
@@ -235,6 +241,17 @@ class GeneratorModel(nn.Module):
         y = torch.full((len(x),), index, dtype=torch.long, device=self.device)
         style = self.nets["mapping_network"](z, y)
         return self.nets["generator"](x, style).clamp(-1, 1).float().cpu()
+
+
+    def _run(self, name: str, x: torch.Tensor, *, seed: int, start: int) -> torch.Tensor:
+        """``nets[name](x)`` in the model's inference mode; image i of ``x`` is image ``start + i``."""
+        net = self.nets[name]
+        if self.inference_mode == "eval" or not image_to_image.depends_on_inference_mode(net):
+            return net(x).clamp(-1, 1).float().cpu()
+        size = self.inference_batch_size
+        return torch.cat([image_to_image.forward_in_mode(net, x[i:i + size], mode=self.inference_mode,
+                                                         seed=image_to_image.dropout_seed(seed, start + i))
+                          for i in range(0, len(x), size)]).clamp(-1, 1).float().cpu()
 
 
 def load_generator(folder: str | os.PathLike, *, device: str | torch.device | None = None) -> GeneratorModel:

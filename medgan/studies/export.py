@@ -132,6 +132,7 @@ def export_model(notebook: str, model: str, *, out: str | Path, profile: str = "
         "image": _image_geometry(kind, nets, params),
         "intensity": {"range": [-1.0, 1.0], "from data parameters": _intensity(params)},
         "inference_mode": params.get("inference_mode", "eval") if hasattr(params, "get") else "eval",
+        "inference_batch_size": int(params.get("inference_batch_size", 1) or 1) if hasattr(params, "get") else 1,
         "provenance": {"profile": profile, "steps": result.step, "seed": params.get("seed"),
                        "medgan": __version__, "commit": git_commit(), "data source": _data_source(params),
                        "run": result.run_dir.name},
