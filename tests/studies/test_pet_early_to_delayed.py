@@ -35,8 +35,9 @@ def test_split_by_patient_and_pairs_aligned(P):
         item = ds[0]
         assert item["image"].shape == item["target"].shape == (1, P.data.image_size, P.data.image_size)
         assert "mask" in item  # the phantom's tumour masks
-    images, labels = data.extractor_training_set(pet)
-    assert len(images) == len(labels) == 2 * len(pet.train) and labels.sum() == len(pet.train)
+    view = data.extractor_training_set(pet)
+    assert len(view) == len(view.labels) == 2 * len(pet.train) and view.labels.sum() == len(pet.train)
+    assert torch.equal(view[len(pet.train)]["image"], pet.train[0]["target"])  # delayed half: the targets
 
 
 def test_both_jobs_build_with_one_generator_definition_and_no_hand_made_fingerprint(P):

@@ -18,6 +18,7 @@ from medgan.config import Params
 from medgan.data.base import iter_batches, subjects_of
 from medgan.data.brain_ct_mri import BrainCTMRI
 from medgan.data.phantoms import dataset_root
+from medgan.metrics.features import ConcatLabelledItems, LabelledItems
 
 NOTEBOOK = "03_brain_ct_mri_cyclegan"
 MODALITY_NAMES = {"ct": "CT", "mri": "MRI"}
@@ -77,14 +78,10 @@ class BrainData:
             return read_images(ds, range(0, len(ds), max(1, len(ds) // n))[:n])
         return {f"train {self.name_a}": spaced(self.train_a), f"train {self.name_b}": spaced(self.train_b)}
 
-    def train_images_and_labels(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Train images of both domains and their modality labels (0 = CT, 1 = MRI), for an in-domain extractor.
-
-        The images are all in memory: the extractor's trainer takes tensors (the labels come from the rows).
-        """
-        images = torch.cat([batch for ds in (self.train_a, self.train_b) for batch in iter_batches(ds)])
-        labels = torch.tensor([row["label"] for ds in (self.train_a, self.train_b) for row in ds.rows])
-        return images, labels
+    def extractor_training_set(self) -> ConcatLabelledItems:
+        """Train images of both domains labelled by modality (0 = CT, 1 = MRI, from the rows), for an
+        in-domain extractor; read by index while it trains, so nothing is gathered into memory."""
+        return ConcatLabelledItems([LabelledItems(self.train_a), LabelledItems(self.train_b)])
 
 
 def data_root(params: Params) -> Path:

@@ -148,9 +148,9 @@ def feature_extractor(data: BrainData, params: Params, *, run_dir: str | os.Path
     """The FID feature network of ``eval.extractor`` (Inception when its weights exist, else a CT-vs-MRI CNN
     trained through the engine in ``run_dir``, reloaded when finished)."""
     pretrained = translation_scores.uses_inception(params.eval.extractor)  # then no training image is read
-    train_images, train_labels = (None, None) if pretrained else data.train_images_and_labels()
     return translation_scores.choose_extractor(
-        train_images=train_images, train_labels=train_labels, channels=int(params.data.channels),
+        train_images=None if pretrained else data.extractor_training_set(), train_labels=None,
+        channels=int(params.data.channels),
         domain_cnn=params.eval.domain_cnn.to_dict(), prefer=params.eval.extractor, run_dir=run_dir)
 
 

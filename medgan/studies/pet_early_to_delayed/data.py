@@ -16,6 +16,7 @@ from medgan.config import Params
 from medgan.data.base import iter_batches, subjects_of
 from medgan.data.pet_early_delayed import PETEarlyDelayed
 from medgan.data.phantoms import dataset_root
+from medgan.metrics.features import ConcatLabelledItems, LabelledItems
 
 
 def data_root(params: Params) -> Path:
@@ -70,11 +71,8 @@ def load_data(params: Params) -> PETData:
     return data
 
 
-def extractor_training_set(data: PETData) -> tuple[torch.Tensor, torch.Tensor]:
-    """Train slices labelled early (0) / delayed (1): the in-domain feature network's task.
-
-    All in memory: the extractor's trainer takes tensors.
-    """
-    early = torch.cat(list(iter_batches(data.train, "image", batch_size=256)))
-    delayed = torch.cat(list(iter_batches(data.train, "target", batch_size=256)))
-    return torch.cat([early, delayed]), torch.cat([torch.zeros(len(early)), torch.ones(len(delayed))]).long()
+def extractor_training_set(data: PETData) -> ConcatLabelledItems:
+    """Train slices labelled early (0) / delayed (1): the in-domain feature network's task. Read by
+    index while it trains, so nothing is gathered into memory."""
+    return ConcatLabelledItems([LabelledItems(data.train, image_key="image", labels=0),
+                                LabelledItems(data.train, image_key="target", labels=1)])

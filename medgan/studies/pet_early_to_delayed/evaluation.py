@@ -79,8 +79,8 @@ def feature_network(data: PETData, params: Params, *, run_dir: str | Path | None
     """The FID feature network: Inception with local weights, else a CNN trained early vs delayed on train slices
     (through the engine in ``run_dir``, reloaded when finished)."""
     pretrained = translation_scores.uses_inception(params.eval.extractor)  # then no training slice is read
-    images, labels = (None, None) if pretrained else extractor_training_set(data)
-    return translation_scores.choose_extractor(train_images=images, train_labels=labels, channels=1,
+    return translation_scores.choose_extractor(train_images=None if pretrained else extractor_training_set(data),
+                                               train_labels=None, channels=1,
                                                domain_cnn=params.eval.domain_cnn.to_dict(),
                                                prefer=params.eval.extractor, run_dir=run_dir)
 
