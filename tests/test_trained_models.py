@@ -13,6 +13,7 @@ import medgan
 from medgan.cli import main
 from medgan.config import load_params, runs_dir
 from medgan.data.base import DataError
+from medgan.models.dcgan import DCGANGenerator
 from medgan.models.image_to_image import define_generator
 from medgan.models.portable import GeneratorModel
 from medgan.train.cyclegan import translate as study_translate
@@ -216,3 +217,19 @@ def test_a_train_mode_model_translates_like_the_study_at_any_batching():
     assert all(torch.equal(v, reference[k]) for k, v in net.state_dict().items())
     evaluated = GeneratorModel({"A_to_B": net}, {"kind": "translation"}).translate(x)
     assert not torch.allclose(evaluated, expected, atol=1e-3)
+
+
+def test_a_train_mode_dcgan_generates_the_same_images_at_any_batch_size():
+    """Batch-statistics sampling (the DCGAN example's) in chunks of inference_batch_size: the images do not
+    depend on the caller's batch size, and differ from running-statistics sampling."""
+    torch.manual_seed(0)
+    G = DCGANGenerator(z_dim=8, image_size=16, channels=1, width=8)
+    G.train()
+    G(torch.randn(16, 8))  # move the running statistics away from their initial values
+    spec = {"kind": "unconditional", "latent_dim": 8, "inference_mode": "train", "inference_batch_size": 4}
+    model = GeneratorModel({"generator": G}, spec)
+    a = model.generate(10, seed=1, batch_size=3)
+    b = model.generate(10, seed=1, batch_size=8)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, GeneratorModel({"generator": G}, {**spec, "inference_mode": "eval"})
+                              .generate(10, seed=1), atol=1e-3)

@@ -11,6 +11,11 @@ out; the metric implementations come from :mod:`medgan.metrics`.
 Images stream: generated images go from the generator to the feature extractor one batch at a
 time (:func:`generate_batches`), and real sets given as datasets are read batch by batch, so only
 features (and a few images to show) stay in memory, whatever the number of images scored.
+
+A generator whose images depend on the batch they are made in (batch norm on batch statistics:
+:class:`medgan.train.dcgan.BatchStatisticsGenerator`) says so with a ``statistics_batch_size``
+attribute; it is then always run on batches of that size (the last one shorter), so image ``i`` of
+a seed is one fixed image, remade identically by :func:`generate_at`.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from medgan.data.base import iter_batches
 from medgan.metrics import extract_features
 from medgan.train.fingerprint import network_identity
 
-__all__ = ["generate", "generate_batches", "generate_at", "embed", "score_features", "score_table", "summarise",
+__all__ = ["generate", "generate_batches", "generate_at", "generation_batch_size", "embed", "score_features",
+           "score_table", "summarise",
            "k_sweep", "prd_spread", "prd_curves", "METRIC_ORDER", "subsample", "run_protocol", "ProtocolResult"]
 
 METRIC_ORDER = ["IS", "FID", "KID", "PRD F_8 (recall)", "PRD F_1/8 (precision)", "Improved precision",
@@ -55,11 +61,21 @@ def _device_of(generator: Generator, device) -> torch.device:
     return params[0].device if params else torch.device("cpu")
 
 
+def generation_batch_size(generator: Generator, batch_size: int) -> int:
+    """The batch ``generator`` runs on: its ``statistics_batch_size`` when its images depend on their
+    batch, else ``batch_size``."""
+    fixed = getattr(generator, "statistics_batch_size", None)
+    return int(fixed) if fixed else int(batch_size)
+
+
 def generate_batches(generator: Generator, *, n: int, z_dim: int, seed: int, batch_size: int = 128,
                      device: str | torch.device | None = None) -> Iterator[torch.Tensor]:
-    """The ``n`` images of :func:`generate`, as CPU batches (B, C, H, W) in [-1, 1], made as they are used."""
+    """The ``n`` images of :func:`generate`, as CPU batches (B, C, H, W) in [-1, 1], made as they are used.
+
+    ``batch_size`` gives way to the generator's ``statistics_batch_size`` when it has one."""
     if n < 1:
         raise ValueError(f"generate: n must be >= 1, got {n}")
+    batch_size = generation_batch_size(generator, batch_size)
     device = _device_of(generator, device)
     z = _latents(n, z_dim, seed)
     for i in range(0, n, batch_size):
@@ -84,7 +100,8 @@ def generate_at(generator: Generator, indices: Sequence[int], *, n: int, z_dim: 
     """Images ``indices`` of the ``n`` that :func:`generate` makes with ``seed``, made again (len(indices), C, H, W).
 
     Generation is deterministic per latent, so a few chosen images (nearest neighbours, thumbnails)
-    are remade instead of keeping every generated image.
+    are remade instead of keeping every generated image. A generator with a ``statistics_batch_size``
+    remakes the whole batches that held the images, so they come out as :func:`generate` made them.
     """
     idx = torch.as_tensor(np.asarray(list(indices), dtype=np.int64))
     if len(idx) and (idx.min() < 0 or idx.max() >= n):
@@ -92,7 +109,16 @@ def generate_at(generator: Generator, indices: Sequence[int], *, n: int, z_dim: 
     if not len(idx):
         raise ValueError("generate_at: no indices given")
     device = _device_of(generator, device)
-    z = _latents(n, z_dim, seed)[idx]
+    z_all = _latents(n, z_dim, seed)
+    fixed = getattr(generator, "statistics_batch_size", None)
+    if fixed:
+        fixed = int(fixed)
+        made = {}
+        with torch.no_grad():
+            for b in sorted({int(i) // fixed for i in idx}):
+                made[b] = generator(z_all[b * fixed:(b + 1) * fixed].to(device)).float().clamp(-1, 1).cpu()
+        return torch.stack([made[int(i) // fixed][int(i) % fixed] for i in idx])
+    z = z_all[idx]
     with torch.no_grad():
         out = [generator(z[i:i + batch_size].to(device)).float().clamp(-1, 1).cpu()
                for i in range(0, len(z), batch_size)]
@@ -142,7 +168,9 @@ def _generator_identity(generator: Generator, *, z_dim: int, device: torch.devic
     if not isinstance(generator, torch.nn.Module):
         return None
     net = network_identity(generator)
-    return f"generated:{net['class']}:{net['architecture']}:{net['weights']}:z{z_dim}:{device.type}"
+    fixed = getattr(generator, "statistics_batch_size", None)
+    batch = f":batch{int(fixed)}" if fixed else ""  # batch-statistics images depend on their batch
+    return f"generated:{net['class']}:{net['architecture']}:{net['weights']}:z{z_dim}{batch}:{device.type}"
 
 
 def _source_images(source: ImageSource, indices: Sequence[int]) -> torch.Tensor:
@@ -347,7 +375,8 @@ def run_protocol(generators: Mapping[str, Mapping[str, Any]], extractor: torch.n
                 return _keeping_first(generate_batches(fn, n=n, z_dim=z_dim, seed=int(s), batch_size=batch_size,
                                                        device=gen_device), kept, keep)
             identity = (f"{generator_identity}:seed{int(s)}:n{n}", n) if generator_identity else None
-            rows[name].append(extract_features(extractor, _Batches(make, -(-n // batch_size)),
+            n_batches = -(-n // generation_batch_size(fn, batch_size))
+            rows[name].append(extract_features(extractor, _Batches(make, n_batches),
                                                batch_size=batch_size, cache_dir=cache_dir, stream_identity=identity))
             if name not in images:  # a cache hit generated nothing: make the few images shown
                 images[name] = torch.cat(kept) if kept else generate_at(

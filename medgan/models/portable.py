@@ -187,6 +187,8 @@ class GeneratorModel(nn.Module):
         self._require("unconditional")
         if label is not None:
             self.axis(label)  # an unknown label fails before any image is made
+        if self.inference_mode == "train" and image_to_image.depends_on_inference_mode(self.nets["generator"]):
+            batch_size = -(-batch_size // self.inference_batch_size) * self.inference_batch_size
         for first in range(start, n, batch_size):
             z = self.latents(first, min(batch_size, n - first), seed=seed, label=label, strength=strength)
             yield first, self._run("generator", z.to(self.device), seed=seed, start=first)
@@ -248,10 +250,13 @@ class GeneratorModel(nn.Module):
         net = self.nets[name]
         if self.inference_mode == "eval" or not image_to_image.depends_on_inference_mode(net):
             return net(x).clamp(-1, 1).float().cpu()
+        # Chunks sit on multiples of inference_batch_size in the whole set's numbering, so batches that
+        # do too (generate rounds its batch size up to one) give the same images as one pass.
         size = self.inference_batch_size
-        return torch.cat([image_to_image.forward_in_mode(net, x[i:i + size], mode=self.inference_mode,
-                                                         seed=image_to_image.dropout_seed(seed, start + i))
-                          for i in range(0, len(x), size)]).clamp(-1, 1).float().cpu()
+        cuts = sorted({0, len(x), *range(-start % size, len(x), size)})
+        return torch.cat([image_to_image.forward_in_mode(net, x[a:b], mode=self.inference_mode,
+                                                         seed=image_to_image.dropout_seed(seed, start + a))
+                          for a, b in zip(cuts, cuts[1:])]).clamp(-1, 1).float().cpu()
 
 
 def load_generator(folder: str | os.PathLike, *, device: str | torch.device | None = None) -> GeneratorModel:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,13 @@ from medgan.analysis import generative_scores as scores
 from medgan.config import Params
 from medgan.metrics import MemorizationResult, memorization
 from medgan.metrics import features as F
-from medgan.studies.ct_fidelity_diversity.data import NOTEBOOK, CTData
+from medgan.studies.ct_fidelity_diversity.data import NOTEBOOK, SPLIT_MODES, CTData, load_data
 from medgan.studies.ct_fidelity_diversity.jobs import dcgan_config, pggan_config
+from medgan.studies.registry import build_job
 from medgan.train import dcgan as dcgan_training
 from medgan.train import pggan as pggan_training
-from medgan.train.dcgan import DCGANStep
+from medgan.train.dcgan import INFERENCE_MODES, DCGANStep
+from medgan.train.job import run_job
 from medgan.train.pggan import PGGANStep
 
 logger = logging.getLogger(__name__)
@@ -56,17 +59,15 @@ def feature_extractor(P: Params, data: CTData, *, save_dir: str | os.PathLike, n
         name = f.fallback_extractor
     if name == "inception_v3":
         return F.get_extractor("inception_v3")
-    # The extractor trainers take tensors: the training split in memory (the one set that is;
-    # everything scored streams).
-    x, y = data.images("train"), data.labels("train")
+    # The training split as the loader serves it: slices read per batch, survival labels from its rows.
     settings = dict(epochs=f.epochs, batch_size=f.batch_size, lr=f.lr, seed=P.seed)
     # Trained through the engine: a finished run under the same images and settings is reloaded.
     run_dir = Path(save_dir) / name
     if name == "domain_cnn":
-        return F.train_domain_cnn(x, y, channels=x.shape[1], num_classes=2, device=device, feature_dim=f.feature_dim,
+        return F.train_domain_cnn(data.train, num_classes=2, device=device, feature_dim=f.feature_dim,
                                   width=f.width, run_dir=run_dir, **settings)
     if name == "finetuned_inception_v3":
-        return F.finetune_inception_v3(x, y, device=device, num_classes=2, run_dir=run_dir, **settings)
+        return F.finetune_inception_v3(data.train, device=device, num_classes=2, run_dir=run_dir, **settings)
     raise ValueError(f"params/{NOTEBOOK}: features.extractor = {name!r}; use domain_cnn, "
                      f"finetuned_inception_v3 or inception_v3")
 
@@ -78,16 +79,43 @@ def imagenet_inception_available() -> bool:
 
 
 # --- what is scored -------------------------------------------------------------------------------
+def inference_mode(P: Params) -> str:
+    """``inference_mode``, checked: how the DCGAN samples for scoring (PGGAN has no batch norm)."""
+    mode = str(P.inference_mode)
+    if mode not in INFERENCE_MODES:
+        raise ValueError(f"params/{NOTEBOOK}: inference_mode = {mode!r}; use one of {list(INFERENCE_MODES)}")
+    return mode
+
+
+def other_mode_row(P: Params) -> str | None:
+    """The row name of the DCGAN sampled in the other inference mode, when ``eval.also_other_inference_mode``."""
+    if not P.eval.also_other_inference_mode:
+        return None
+    return f"DCGAN ({next(m for m in INFERENCE_MODES if m != inference_mode(P))} mode)"
+
+
 def generators(dcgan_step: DCGANStep, pggan_step: PGGANStep, P: Params) -> dict[str, dict]:
-    """Name -> {"fn": z -> images in [-1, 1], "z_dim"} for the trained models and their untrained baselines."""
-    return {
-        "DCGAN": {"fn": dcgan_step.generator(), "z_dim": dcgan_step.z_dim},
+    """Name -> {"fn": z -> images in [-1, 1], "z_dim"} for the trained models and their untrained baselines.
+
+    The DCGANs sample in ``inference_mode`` (train: batch statistics over ``inference_batch_size``
+    latents); with ``eval.also_other_inference_mode`` the trained DCGAN is also scored in the other mode.
+    """
+    mode, stats = inference_mode(P), int(P.inference_batch_size)
+    gens = {
+        "DCGAN": {"fn": dcgan_step.generator(mode=mode, statistics_batch_size=stats), "z_dim": dcgan_step.z_dim},
         "PGGAN": {"fn": pggan_step.generator(ema=True), "z_dim": pggan_step.z_dim},
-        UNTRAINED["DCGAN"]: {"fn": dcgan_training.untrained_generator(dcgan_config(P), seed=P.seed + 7),
+        UNTRAINED["DCGAN"]: {"fn": dcgan_training.untrained_generator(dcgan_config(P), seed=P.seed + 7, mode=mode,
+                                                                      statistics_batch_size=stats),
                              "z_dim": dcgan_step.z_dim},
         UNTRAINED["PGGAN"]: {"fn": pggan_training.untrained_generator(pggan_config(P), seed=P.seed + 7),
                              "z_dim": pggan_step.z_dim},
     }
+    other = other_mode_row(P)
+    if other:
+        other_mode = next(m for m in INFERENCE_MODES if m != mode)
+        gens[other] = {"fn": dcgan_step.generator(mode=other_mode, statistics_batch_size=stats),
+                       "z_dim": dcgan_step.z_dim}
+    return gens
 
 
 def score_options(P: Params) -> dict[str, Any]:
@@ -100,13 +128,15 @@ def score_options(P: Params) -> dict[str, Any]:
 
 def score(P: Params, data: CTData, gens: dict[str, dict], extractor: torch.nn.Module, *,
           cache_dir: str | os.PathLike | None) -> scores.ProtocolResult:
-    """Table 1: every generator, ``eval.seeds`` generation seeds, scored against the test patients' slices.
+    """Table 1: every generator, ``eval.seeds`` generation seeds, scored against the reference set
+    (held-out patients' slices, or in slice mode a random half of all slices); the Real row is
+    ``data.real`` (training patients' slices, or the other half).
 
     Everything streams: the slices are read and the images generated batch by batch (``eval.batch_size``)
     and reduced to features at once.
     """
     E = P.eval
-    return scores.run_protocol(gens, extractor, reference_images=data.test, real_images=data.train,
+    return scores.run_protocol(gens, extractor, reference_images=data.test, real_images=data.real,
                                seeds=list(E.seeds), n=E.n_generated, batch_size=E.batch_size, sample_seed=P.seed,
                                cache_dir=cache_dir, keep_images=SHOWN_IMAGES, **score_options(P))
 
@@ -161,7 +191,11 @@ def embedding_sets(P: Params, data: CTData, gens: dict[str, dict], result: score
 
 def memorisation_audit(P: Params, data: CTData, result: scores.ProtocolResult, extractor: torch.nn.Module, *,
                        cache_dir: str | os.PathLike | None) -> dict[str, MemorizationResult]:
-    """Nearest training slice of each generated image (first seed) against the held-out slices' distances."""
+    """Nearest training slice of each generated image (first seed) against the held-out slices' distances.
+
+    Empty in slice mode: every slice is a training slice, so none is held out to calibrate against."""
+    if data.held_out is None:
+        return {}
     train_feats, _ = scores.embed(extractor, data.train, batch_size=P.eval.batch_size, cache_dir=cache_dir)
     return {m: memorization(train_feats, feats, result.reference[0], quantile=P.eval.memorization_quantile)
             for m, feats in first_seed(result).items()}
@@ -192,3 +226,76 @@ def extractor_comparison(P: Params, data: CTData, gens: dict[str, dict], result:
     inception = feature_extractor(P, data, save_dir=save_dir, name="inception_v3")
     other = score(P, data, {m: gens[m] for m in TRAINED}, inception, cache_dir=cache_dir)
     return pd.concat({result.extractor: result.text.loc[["Real", *TRAINED]], other.extractor: other.text}, axis=1).T
+
+
+# --- the other split mode ---------------------------------------------------------------------------
+@dataclass
+class SplitRun:
+    """One split mode's models, extractor and Table 1 (see :func:`run_split`)."""
+
+    split: str
+    params: Params
+    data: CTData
+    generators: dict[str, dict]
+    extractor: torch.nn.Module
+    result: scores.ProtocolResult
+    steps: dict[str, int]  # job -> iterations trained
+
+
+def with_split(P: Params, split: str) -> Params:
+    """``P`` with ``data.split = split`` (everything else as it is)."""
+    if split not in SPLIT_MODES:
+        raise ValueError(f"split must be one of {list(SPLIT_MODES)}, not {split!r}")
+    d = P.to_dict()
+    d["data"] = {**d["data"], "split": split}
+    return Params(d, f"params/{NOTEBOOK} with data.split = {split}")
+
+
+def other_split(P: Params) -> str:
+    """The split mode that is not ``data.split``."""
+    return next(s for s in SPLIT_MODES if s != P.data.split)
+
+
+def run_split(P: Params, split: str, *, run_dir: str | os.PathLike, cache_dir: str | os.PathLike | None,
+              device: str | None = None) -> SplitRun:
+    """Both GANs and the extractor trained (or reloaded) under ``split``, and Table 1 of the trained models.
+
+    The jobs land in ``run_dir/<job>/<key>`` beside this split's other runs (the key differs with the
+    training slices), the extractor in ``run_dir/features``.
+    """
+    Q = with_split(P, split)
+    data = load_data(Q)
+    job_dc, job_pg = build_job(NOTEBOOK, "dcgan", Q), build_job(NOTEBOOK, "pggan", Q)
+    steps = {name: run_job(job, Path(run_dir) / name, progress=False).step
+             for name, job in (("dcgan", job_dc), ("pggan", job_pg))}
+    gens = generators(job_dc.step, job_pg.step, Q)
+    extractor = feature_extractor(Q, data, save_dir=Path(run_dir) / "features", device=device)
+    trained = {m: gens[m] for m in TRAINED}
+    return SplitRun(split=split, params=Q, data=data, generators=gens, extractor=extractor,
+                    result=score(Q, data, trained, extractor, cache_dir=cache_dir), steps=steps)
+
+
+def real_row(P: Params, split: str, *, run_dir: str | os.PathLike, cache_dir: str | os.PathLike | None,
+             device: str | None = None) -> scores.ProtocolResult:
+    """The Real row alone under ``split`` (no GAN is trained): its extractor (trained, or reloaded, on that
+    split's training slices, in ``run_dir/features``) scores that split's Real set against its reference set.
+
+    The cheap half of the split comparison: what the patient leakage of the slice split does to the ceiling.
+    """
+    Q = with_split(P, split)
+    data = load_data(Q)
+    extractor = feature_extractor(Q, data, save_dir=Path(run_dir) / "features", device=device)
+    return score(Q, data, {}, extractor, cache_dir=cache_dir)
+
+
+def held_out_run(*runs: SplitRun | None) -> SplitRun | None:
+    """The first of ``runs`` whose data hold patients no model trained on (the patient split), or None."""
+    return next((r for r in runs if r is not None and r.data.held_out is not None), None)
+
+
+def split_table(results: dict[str, scores.ProtocolResult], rows=("Real", *TRAINED)) -> pd.DataFrame:
+    """Metric x (row, split mode): Table 1 of each split mode, side by side (each in its own extractor's features)."""
+    blocks = {(r, f"{split} split ({res.extractor})"): res.text.loc[r] for r in rows for split, res in results.items()}
+    table = pd.DataFrame(blocks)
+    table.index.name = "metric"
+    return table.fillna("—")

@@ -36,6 +36,8 @@ SETUP = {
     "slices": 12160,
     "centre crop (px)": "160 of 512",
     "image size (px)": 128,
+    "GAN training slices": "all 12,160",
+    "reference and Real sets": "random halves of all slices (6,080 + 6,080)",
     "generated images per seed": 6080,
     "generation seeds": 3,
     "feature extractor": "ImageNet Inception V3 fine-tuned on the training slices (2-class survival head)",
@@ -93,11 +95,16 @@ def setup_table(P: Params, data: CTData, *, extractor: str) -> pd.DataFrame:
     """The study's setup beside this run's (from the parameters, the data and the extractor)."""
     E = P.eval
     n_test = len(data.test)
+    loaded = data.loaded or {"train": data.train, "test": data.test}
+    halves = {"slice": f"random halves of all slices ({n_test:,} + {len(data.real):,})",
+              "patient": f"held-out patients' slices ({n_test:,}) + training patients' ({len(data.real):,})"}
     ours = {
-        "patients": sum(len(getattr(data, s).subjects) for s in ("train", "test")),
-        "slices": len(data.train) + n_test,
+        "patients": len({s for ds in loaded.values() for s in ds.subjects}),
+        "slices": sum(len(ds) for ds in loaded.values()),
         "centre crop (px)": P.data.crop_size,
         "image size (px)": P.data.image_size,
+        "GAN training slices": f"{len(data.train):,} ({data.split} split)",
+        "reference and Real sets": halves[data.split],
         "generated images per seed": E.n_generated or n_test,
         "generation seeds": len(E.seeds),
         "feature extractor": extractor,
