@@ -180,8 +180,10 @@ def choose_extractor(*, train_images: Any, train_labels: Any, channels: int, dom
 
     Args:
         train_images, train_labels: (N, C, H, W) in [-1, 1] and (N,) int labels to train the
-            in-domain ``domain_cnn`` on (e.g. modality); unused (may be None) when Inception is
-            chosen (:func:`uses_inception`).
+            in-domain ``domain_cnn`` on (e.g. modality); or a map-style dataset read per batch
+            (a loader, :class:`~medgan.metrics.features.LabelledItems` / ``ConcatLabelledItems``)
+            with ``train_labels`` None (see ``train_domain_cnn``); unused (may be None) when
+            Inception is chosen (:func:`uses_inception`).
         channels: image channels. domain_cnn: keyword options of ``train_domain_cnn``.
         prefer: "auto" (Inception if ``$MEDGAN_INCEPTION_WEIGHTS`` points at a file), "inception_v3"
             (required: raises ``WeightsNotFoundError`` without weights) or "domain_cnn".
