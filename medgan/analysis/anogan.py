@@ -401,6 +401,8 @@ class AnomalyEvaluation:
     latents: np.ndarray | None = None              # (N, D) AnoGAN's best latent per test query
     losses: np.ndarray | None = None               # (steps, N) AnoGAN's objective along each test inversion
     examples: AnomalyExamples | None = None        # the queries kept for figures
+    # extra_scores[name][method] = (normal validation scores, test scores) of a further image score
+    extra_scores: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
 
 
 def _chunks(images: Any, size: int) -> Iterator[torch.Tensor]:
@@ -417,10 +419,13 @@ class _Pass:
     lesion_maps: list[np.ndarray] = field(default_factory=list)
     example_maps: list[np.ndarray] = field(default_factory=list)
     quantile: UpperQuantile | None = None
+    extra: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
-    def add(self, residual, *, score_kind: str, sigma: float, lesion=None, examples=None) -> None:
+    def add(self, residual, *, score_kind: str, sigma: float, lesion=None, examples=None, extra_scores=None) -> None:
         maps = anomaly_maps(residual, sigma=sigma)
         self.scores.append(anomaly_scores(residual, kind=score_kind, sigma=sigma))
+        for name, (kind, extra_sigma) in (extra_scores or {}).items():
+            self.extra.setdefault(name, []).append(anomaly_scores(residual, kind=kind, sigma=extra_sigma))
         if self.quantile is not None:
             self.quantile.add(maps)
         if lesion is not None and lesion.any():
@@ -436,7 +441,8 @@ def evaluate_anomaly_detection(G: Callable[[torch.Tensor], torch.Tensor], *, nor
                                trained_findings: Sequence[str] = (), normal_name: str = "normal",
                                classifier_scores: tuple[Any, Any] | None = None,
                                classifier_seconds_per_query: float = float("nan"), n_boot: int = 1000,
-                               n_boot_localisation: int = 300, example_indices: Sequence[int] = ()
+                               n_boot_localisation: int = 300, example_indices: Sequence[int] = (),
+                               extra_scores: Mapping[str, tuple[str, float]] | None = None
                                ) -> AnomalyEvaluation:
     """AnoGAN against the mean-normal-image baseline (and optionally a supervised classifier).
 
@@ -457,6 +463,8 @@ def evaluate_anomaly_detection(G: Callable[[torch.Tensor], torch.Tensor], *, nor
         n_boot, n_boot_localisation: bootstrap resamples of the image-AUROC CIs and of the
             paired localisation test.
         example_indices: test queries whose images, reconstructions and maps are kept (figures).
+        extra_scores: name -> (score kind, sigma) of further image scores computed from the same
+            residuals (no second inversion), returned in ``AnomalyEvaluation.extra_scores``.
 
     Streams: ``normal_val``, ``queries`` and ``masks`` may be tensors or lazy stacks (``len`` and
     ``[i:j]``). Each chunk is inverted, reduced at once to scores, the maps of images with a lesion
@@ -479,7 +487,7 @@ def evaluate_anomaly_detection(G: Callable[[torch.Tensor], torch.Tensor], *, nor
         for method, residual in ((ANOGAN, result.residual), (BASELINE, mean_image_residual(query, reference))):
             if val[method].quantile is None:
                 val[method].quantile = UpperQuantile(pixel_quantile, len(normal_val) * int(np.prod(query.shape[-2:])))
-            val[method].add(residual, score_kind=score_kind, sigma=sigma)
+            val[method].add(residual, score_kind=score_kind, sigma=sigma, extra_scores=extra_scores)
         del query, result
 
     # Test queries: scores, lesion-image maps, examples.
@@ -500,7 +508,8 @@ def evaluate_anomaly_detection(G: Callable[[torch.Tensor], torch.Tensor], *, nor
                 lesion_masks.append(mask[torch.from_numpy(lesion)].numpy() > 0.5)
         here = np.array([i - first for i in wanted if first <= i < first + q], dtype=int)
         for method, residual in ((ANOGAN, result.residual), (BASELINE, mean_image_residual(query, reference))):
-            test[method].add(residual, score_kind=score_kind, sigma=sigma, lesion=lesion, examples=here)
+            test[method].add(residual, score_kind=score_kind, sigma=sigma, lesion=lesion, examples=here,
+                             extra_scores=extra_scores)
         if len(here):
             kept_queries.append(query[here])
             kept_recon.append(result.reconstruction[here])
@@ -554,7 +563,9 @@ def evaluate_anomaly_detection(G: Callable[[torch.Tensor], torch.Tensor], *, nor
         examples = AnomalyExamples(indices=wanted, queries=torch.cat(kept_queries), reconstructions=torch.cat(kept_recon),
                                    maps={m: np.concatenate(test[m].example_maps) for m in methods},
                                    masks=torch.cat(kept_masks) if kept_masks else None)
+    extra = {name: {m: (np.concatenate(val[m].extra[name]), np.concatenate(test[m].extra[name])) for m in methods}
+             for name in (extra_scores or {})}
     return AnomalyEvaluation(summary=pd.DataFrame(summary).set_index("method"), detection=detection,
                              thresholds=thresholds, scores=scores, findings=findings,
                              localisation_test=localisation_test, latents=np.concatenate(latents),
-                             losses=np.concatenate(losses, axis=1), examples=examples)
+                             losses=np.concatenate(losses, axis=1), examples=examples, extra_scores=extra)

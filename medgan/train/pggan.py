@@ -8,12 +8,21 @@ upsampled, so real and fake go through the same low-pass transition.
 
 Defaults are the paper's: Adam(lr 0.001, betas (0, 0.99), eps 1e-8), one critic step per generator
 step, gradient-penalty weight 10 (target norm 1), drift 0.001, EMA decay 0.999.
+
+Two growth plans: :class:`GrowthSchedule` splits a step budget into equal shares per resolution
+(the default); :class:`ImageGrowthSchedule` is the official code's (tkarras/progressive_growing_of_gans
+``train.py`` ``TrainingSchedule``): phases measured in real images shown, with a minibatch per
+resolution (the engine's batch-size schedule, :meth:`ImageGrowthSchedule.batch_schedule`). Options
+of the official code, off by default so runs without them keep their run keys: a learning rate
+per resolution (``G_lrate_dict`` / ``D_lrate_dict``) and resetting Adam when the growth state changes
+(``reset_opt_for_new_lod``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +31,7 @@ from medgan import losses
 from medgan.models.pggan import Generator, PGGANConfig, build_pggan, full_resolution
 from medgan.train.step import StepContext, TrainingStep, ema_update, set_requires_grad
 
-__all__ = ["GrowthSchedule", "PGGANStep", "real_at_resolution"]
+__all__ = ["GrowthSchedule", "ImageGrowthSchedule", "PGGANStep", "growth_changes", "real_at_resolution"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,104 @@ class GrowthSchedule:
         return rows
 
 
+@dataclass(frozen=True)
+class ImageGrowthSchedule:
+    """The official growth plan, in real images shown (tkarras/progressive_growing_of_gans ``train.py``,
+    ``TrainingSchedule``: ``lod_training_kimg``, ``lod_transition_kimg``, ``minibatch_dict``).
+
+    4x4 trains stably for ``stable_images``; every later resolution fades in over ``fade_images``,
+    then trains stably for ``stable_images``; the last (full) resolution trains stably until
+    ``total_images`` have been shown (``total_kimg``). Each resolution has its own minibatch,
+    ``batch_sizes[depth]`` (4 px first), used from its fade-in on, as the official code does; a
+    stretch of n images at minibatch b takes ``ceil(n / b)`` steps. Alpha follows
+    :class:`GrowthSchedule`'s convention ((k + 1) / fade steps at the k-th fade-in step).
+    """
+
+    stable_images: int
+    fade_images: int
+    total_images: int
+    batch_sizes: tuple[int, ...]
+
+    def __post_init__(self):
+        if self.stable_images < 1 or self.fade_images < 0 or not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ValueError(f"ImageGrowthSchedule needs stable_images >= 1, fade_images >= 0 and batch sizes >= 1, "
+                             f"got {self}")
+        if self.final_stable_images < 0 or (self.max_depth > 0 and self.final_stable_images + self.fade_images < 1):
+            raise ValueError(f"total_images={self.total_images} ends before the growth does "
+                             f"({self.total_images - self.final_stable_images} images reach full resolution)")
+
+    @property
+    def max_depth(self) -> int:
+        return len(self.batch_sizes) - 1
+
+    @property
+    def final_stable_images(self) -> int:
+        """Images of stable training at full resolution (after its fade-in)."""
+        if self.max_depth == 0:
+            return self.total_images
+        grown = self.stable_images + (self.max_depth - 1) * (self.fade_images + self.stable_images) + self.fade_images
+        return self.total_images - grown
+
+    def _phases(self) -> list[tuple[int, int]]:
+        """(fade-in steps, stable steps) of each phase, 4x4 first."""
+        out = []
+        for d, b in enumerate(self.batch_sizes):
+            stable = self.final_stable_images if d == self.max_depth else self.stable_images
+            fade = 0 if d == 0 else math.ceil(self.fade_images / b)
+            out.append((fade, math.ceil(stable / b)))
+        return out
+
+    @property
+    def total_steps(self) -> int:
+        return sum(f + s for f, s in self._phases())
+
+    def boundaries(self) -> list[int]:
+        """Start step of each phase, plus ``total_steps`` at the end (length ``max_depth + 2``)."""
+        starts = [0]
+        for f, s in self._phases():
+            starts.append(starts[-1] + f + s)
+        return starts
+
+    def at(self, step: int) -> tuple[int, float]:
+        """``(depth, alpha)`` for iteration ``step`` (0-based)."""
+        b, phases = self.boundaries(), self._phases()
+        depth = max(d for d in range(self.max_depth + 1) if step >= b[d] or d == 0)
+        fade = phases[depth][0]
+        alpha = 1.0 if fade == 0 else min(1.0, (step - b[depth] + 1) / fade)
+        return depth, float(alpha)
+
+    def batch_schedule(self) -> list[list[int]]:
+        """The engine's ``batch_size=[[first_step, global batch], ...]``: each phase's minibatch from its start."""
+        pairs: list[list[int]] = []
+        for first, size in zip(self.boundaries(), self.batch_sizes):
+            if not pairs or pairs[-1][1] != size:
+                pairs.append([first, int(size)])
+        return pairs
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per phase: resolution, first/last step, steps, fade-in steps, minibatch, images shown."""
+        b, phases = self.boundaries(), self._phases()
+        rows = []
+        for d, ((fade, stable), size) in enumerate(zip(phases, self.batch_sizes)):
+            rows.append({"phase": d, "resolution": 4 * 2 ** d, "first_step": b[d], "last_step": b[d + 1] - 1,
+                         "steps": fade + stable, "fade_in_steps": fade, "batch_size": int(size),
+                         "images": (fade + stable) * int(size)})
+        return rows
+
+
+def growth_changes(schedule: GrowthSchedule | ImageGrowthSchedule, step: int) -> bool:
+    """Whether iteration ``step`` enters a new growth state: a fade-in starts (new layers) or ends.
+
+    The official rule (``train.py``: reset when ``floor(lod)`` or ``ceil(lod)`` changes, with
+    ``lod = max_depth - depth + (1 - alpha)``), as a pure function of the step, so a resumed run
+    resets exactly where an uninterrupted one does.
+    """
+    if step <= 0:
+        return False
+    (d0, a0), (d1, a1) = schedule.at(step - 1), schedule.at(step)
+    return (d0, a0 < 1.0) != (d1, a1 < 1.0)
+
+
 def real_at_resolution(images: torch.Tensor, depth: int, alpha: float) -> torch.Tensor:
     """Real images (B, C, R, R) brought to ``4 * 2**depth`` px, low-pass blended during a fade-in."""
     res = 4 * 2 ** depth
@@ -105,25 +212,65 @@ class PGGANStep(TrainingStep):
     Args (keyword-only): config (architecture), total_steps (the run's length; fixes the growth
     schedule), lr, betas, eps (Adam), gp_weight (lambda, paper 10), drift_weight (epsilon, paper
     0.001), ema_decay (paper 0.999), fade_fraction / final_weight / first_weight (see
-    :class:`GrowthSchedule`).
+    :class:`GrowthSchedule`);
+    schedule: an :class:`ImageGrowthSchedule` instead (the official plan in images; ``total_steps``
+    then follows from it, and the job trains with its ``batch_schedule()``);
+    lr_per_resolution: Adam's learning rate for G and D at each depth (4 px first; the official
+    ``G_lrate_dict`` / ``D_lrate_dict``), applied from a resolution's fade-in on; None = ``lr`` throughout;
+    reset_adam_at_growth: clear both optimisers' state (moments and step counts) whenever a fade-in
+    starts or ends (:func:`growth_changes`; official ``reset_opt_for_new_lod=True``). Default off.
     """
 
     schedule_uses_total_steps = True  # the growth plan splits total_steps into phases
 
-    def __init__(self, config: PGGANConfig, *, total_steps: int, lr: float = 1e-3,
+    def __init__(self, config: PGGANConfig, *, total_steps: int | None = None, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.0, 0.99), eps: float = 1e-8, gp_weight: float = 10.0,
                  drift_weight: float = 1e-3, ema_decay: float = 0.999, fade_fraction: float = 0.5,
-                 final_weight: float = 1.0, first_weight: float = 1.0):
+                 final_weight: float = 1.0, first_weight: float = 1.0,
+                 schedule: ImageGrowthSchedule | None = None, lr_per_resolution: Sequence[float] | None = None,
+                 reset_adam_at_growth: bool = False):
         nets = build_pggan(config)
         G, D = nets["G"], nets["D"]
+        if schedule is not None:
+            if schedule.max_depth != G.max_depth:
+                raise ValueError(f"the schedule has {schedule.max_depth + 1} resolutions, the networks "
+                                 f"{G.max_depth + 1} (4 -> {config.resolution} px)")
+            if total_steps is not None and total_steps != schedule.total_steps:
+                raise ValueError(f"total_steps={total_steps}, but the image schedule takes {schedule.total_steps}")
+        elif total_steps is None:
+            raise ValueError("PGGANStep needs total_steps (equal-share growth) or an ImageGrowthSchedule")
+        if lr_per_resolution is not None and len(lr_per_resolution) != G.max_depth + 1:
+            raise ValueError(f"lr_per_resolution needs {G.max_depth + 1} values (4 -> {config.resolution} px), "
+                             f"got {list(lr_per_resolution)}")
+        start_lr = float(lr_per_resolution[0]) if lr_per_resolution is not None else lr
         super().__init__(nets=nets, optimizers={
-            "G": torch.optim.Adam(G.parameters(), lr=lr, betas=tuple(betas), eps=eps),
-            "D": torch.optim.Adam(D.parameters(), lr=lr, betas=tuple(betas), eps=eps)})
+            "G": torch.optim.Adam(G.parameters(), lr=start_lr, betas=tuple(betas), eps=eps),
+            "D": torch.optim.Adam(D.parameters(), lr=start_lr, betas=tuple(betas), eps=eps)})
         self.config = config
         self.z_dim = config.z_dim
         self.gp_weight, self.drift_weight, self.ema_decay = gp_weight, drift_weight, ema_decay
-        self.schedule = GrowthSchedule(total_steps, G.max_depth, fade_fraction, final_weight, first_weight)
+        self.schedule = schedule if schedule is not None else GrowthSchedule(
+            total_steps, G.max_depth, fade_fraction, final_weight, first_weight)
+        # None when off: the fingerprint leaves None settings out, so runs without them keep their keys.
+        self.lr_per_resolution = [float(v) for v in lr_per_resolution] if lr_per_resolution is not None else None
+        self.reset_adam_at_growth = True if reset_adam_at_growth else None
         self._set_growth(*self.schedule.at(0))
+
+    @property
+    def total_steps(self) -> int:
+        """Iterations of the whole growth plan."""
+        return self.schedule.total_steps
+
+    def _apply_schedule(self, step: int, depth: int) -> None:
+        """Adam state and learning rate for iteration ``step`` (pure functions of the step: exact on resume,
+        where the optimiser state restored from the checkpoint is that before this step)."""
+        if self.reset_adam_at_growth and growth_changes(self.schedule, step):
+            for opt in self.optimizers.values():
+                opt.state.clear()  # Adam re-creates zero moments and a zero step count on its next step
+        if self.lr_per_resolution is not None:
+            for opt in self.optimizers.values():
+                for group in opt.param_groups:
+                    group["lr"] = self.lr_per_resolution[depth]
 
     def _set_growth(self, depth: int, alpha: float) -> None:
         for net in self.nets.values():
@@ -141,6 +288,7 @@ class PGGANStep(TrainingStep):
         G, D, G_ema = self.nets["G"], self.nets["D"], self.nets["G_ema"]
         depth, alpha = self.schedule.at(ctx.step)
         self._set_growth(depth, alpha)
+        self._apply_schedule(ctx.step, depth)
         real = real_at_resolution(batch["image"].float(), depth, alpha)
         n = real.shape[0]
 

@@ -10,6 +10,7 @@ import pytest
 
 from medgan.config import load_params, rehearsal_cuts
 from medgan.reports.runner import render_notebook
+from medgan.studies.cxr_pggan import jobs
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "05_cxr_pggan.ipynb"
@@ -19,11 +20,15 @@ def test_the_rehearsal_keeps_the_papers_sizes_and_cuts_only_counts():
     paper, rehearse = load_params(NOTEBOOK.stem, "paper"), load_params(NOTEBOOK.stem, "rehearse")
     for key in ("data.image_size", "data.num_workers", "pggan.z_dim", "pggan.width", "pggan.fmap_max",
                 "pggan_normal.width", "classifier.arch", "fidelity.positive_above", "axes.keep_above",
-                "anogan.score_kind", "anogan.sigma"):
+                "anogan.score_kind", "anogan.sigma", "augment.pggan", "augment.classifier"):
         section, name = key.split(".")
         assert rehearse[section][name] == paper[section][name], key
     cuts = {c["parameter"]: c for c in rehearsal_cuts(NOTEBOOK.stem)}
-    assert cuts["pggan.steps"]["rehearsal"] >= 5  # the growth schedule reaches 1024 px
+    for normal_only in (False, True):  # the official growth plan, cut to images, still reaches 1024 px
+        g = jobs.pggan_settings(rehearse, normal_only=normal_only)
+        assert g.growth == "images" and g.reset_adam_at_growth and g.lr_per_resolution == paper.pggan.lr_per_resolution
+        last = jobs.image_schedule(g, 14).table()[-1]
+        assert last["resolution"] == 1024 and last["steps"] >= 1 and last["fade_in_steps"] >= 1
     for name, cut in cuts.items():
         assert cut["why"], f"{name}: every cut says why"
         if isinstance(cut["rehearsal"], (int, float)) and not isinstance(cut["rehearsal"], bool):
@@ -47,7 +52,7 @@ def test_study_5_rehearses_the_paper_profile(tmp_path, monkeypatch):
     assert [h["label"] for h in results["headlines"]][:2] == ["AUROC classifier(real), real test",
                                                               "AUROC classifier(synthetic), real test"]
     card = results["run card"]
-    assert {c["parameter"] for c in card["rehearsal"]} >= {"pggan.steps", "classifier.steps", "fidelity.n_generate"}
+    assert {c["parameter"] for c in card["rehearsal"]} >= {"pggan.n_images", "classifier.steps", "fidelity.n_generate"}
     params = card["parameters"]  # the models ran at the paper's sizes
     assert params["data"]["image_size"] == 1024 and params["pggan"]["z_dim"] == 512
     assert params["classifier"]["arch"] == "resnet50"

@@ -3,7 +3,8 @@ fidelity judged by classifiers, latent disease axes, and AnoGAN anomaly detectio
 
 - ``data.py``: the CXR phantom or a real dataset, split by patient; label views; AnoGAN queries.
 - ``jobs.py``: the training jobs (``pggan``, ``pggan_normal``, ``classifier_real``,
-  ``classifier_synthetic``, ``multilabel``, ``severity``) and the parameter-count table.
+  ``classifier_synthetic``, ``multilabel``, ``severity``), the parameter-count table and the protocol
+  table (sampling, augmentation, growth plan, inference, AnoGAN score, from the parameters).
 - ``fidelity.py``: part (a), the 3-step classifier scheme (AUROC, DeLong) and Grad-CAM.
 - ``latent_walks.py``: part (b), latent disease axes and the walks along them.
 - ``anomaly.py``: part (c), AnoGAN against the mean-image baseline and the supervised classifier.

@@ -8,13 +8,18 @@ import time
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
-from medgan.analysis.anogan import ANOGAN, BASELINE, AnomalyEvaluation, evaluate_anomaly_detection
+from medgan.analysis.anogan import (ANOGAN, BASELINE, AnomalyEvaluation, evaluate_anomaly_detection,
+                                    threshold_at_specificity)
 from medgan.config import Params
+from medgan.metrics.bootstrap import bootstrap_ci
+from medgan.metrics.roc import auroc
 from medgan.models.pggan import CriticFeatures
 from medgan.studies.cxr_pggan.data import AnomalyQueries
 from medgan.studies.cxr_pggan.jobs import inversion_generator
+from medgan.studies.cxr_pggan.paper import score_label
 from medgan.train.classifier import predict_proba
 from medgan.train.engine import select_device
 
@@ -58,10 +63,14 @@ def example_indices(findings, *, per_finding: int = 1, max_rows: int = 8) -> lis
     return picked
 
 
+COMPARE = "compare_score"  # the name of the second image score in AnomalyEvaluation.extra_scores
+
+
 def evaluate(P: Params, queries: AnomalyQueries, normal_step, classifier: torch.nn.Module) -> AnomalyEvaluation:
     """AnoGAN (inverting the normal-only PGGAN of ``normal_step``) vs the mean-image baseline and the
     multi-label ``classifier`` on the queries, with the ``anogan`` parameters (threshold rule,
-    residual smoothing, image score). The queries are read from disk chunk by chunk."""
+    residual smoothing, image score). The queries are read from disk chunk by chunk. The second
+    image score ``anogan.compare_score`` comes from the same residuals (see :func:`score_comparison`)."""
     a = P.anogan
     classifier_scores, classifier_seconds = supervised_scores(classifier, queries, batch_size=a.batch_size)
     return evaluate_anomaly_detection(
@@ -70,7 +79,34 @@ def evaluate(P: Params, queries: AnomalyQueries, normal_step, classifier: torch.
         invert_options=invert_options(P, normal_step), specificity=a.specificity, pixel_quantile=a.pixel_quantile,
         score_kind=a.score_kind, sigma=a.sigma, trained_findings=queries.trained, classifier_scores=classifier_scores,
         classifier_seconds_per_query=classifier_seconds, n_boot=a.n_boot, n_boot_localisation=a.n_boot_localisation,
-        example_indices=example_indices(queries.findings))
+        example_indices=example_indices(queries.findings),
+        extra_scores={COMPARE: (a.compare_score.kind, float(a.compare_score.sigma))})
+
+
+def score_comparison(P: Params, evaluation: AnomalyEvaluation, *, normal_name: str = "normal") -> pd.DataFrame:
+    """Both image scores of the same residuals side by side, for AnoGAN and the mean-image baseline:
+    image AUROC (95% bootstrap CI), and abnormal / normal test queries called abnormal at the
+    ``anogan.specificity`` threshold set on normal validation images (the score ``anogan.score_kind``
+    is the one the other tables use; ``anogan.compare_score`` is reported beside it)."""
+    a = P.anogan
+    findings = np.asarray(evaluation.findings, dtype=object)
+    abnormal = findings != normal_name
+    scores = {score_label(a.score_kind, float(a.sigma)):
+              {m: (evaluation.thresholds[m], evaluation.scores[m]) for m in (ANOGAN, BASELINE)}}
+    if COMPARE in evaluation.extra_scores:
+        scores[score_label(a.compare_score.kind, float(a.compare_score.sigma))] = {
+            m: (threshold_at_specificity(val, specificity=a.specificity), test)
+            for m, (val, test) in evaluation.extra_scores[COMPARE].items()}
+    rows = []
+    for label, by_method in scores.items():
+        for method, (threshold, test) in by_method.items():
+            ci = bootstrap_ci(auroc, abnormal.astype(int), np.asarray(test), n_boot=a.n_boot, seed=0)
+            called = np.asarray(test) > threshold
+            rows.append({"image score": label, "method": method, "image AUROC": ci.estimate, "AUROC low": ci.low,
+                         "AUROC high": ci.high, "abnormal detected": int(called[abnormal].sum()),
+                         "abnormal": int(abnormal.sum()), "normal called abnormal": int(called[~abnormal].sum()),
+                         "normal": int((~abnormal).sum())})
+    return pd.DataFrame(rows).set_index(["image score", "method"])
 
 
 def image_roc_curves(evaluation: AnomalyEvaluation, queries: AnomalyQueries) -> dict[str, tuple[np.ndarray, np.ndarray]]:

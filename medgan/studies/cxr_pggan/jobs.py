@@ -26,6 +26,7 @@ import torch
 from medgan.analysis.classifier_fidelity import (generate_and_pseudo_label, generate_batches, match_class_counts,
                                                  rank_labels, write_generated)
 from medgan.config import Params, runs_dir
+from medgan.data.augment import Augment
 from medgan.data.base import ItemListDataset
 from medgan.models.classifiers import build_classifier, count_parameters
 from medgan.models.pggan import PGGANConfig, build_pggan
@@ -36,7 +37,7 @@ from medgan.studies.registry import register
 from medgan.train.classifier import ClassifierStep
 from medgan.train.engine import seed_everything, select_device
 from medgan.train.job import TrainingJob, run_job
-from medgan.train.pggan import PGGANStep
+from medgan.train.pggan import ImageGrowthSchedule, PGGANStep, growth_changes
 
 NOTEBOOK = "05_cxr_pggan"
 logger = logging.getLogger(__name__)
@@ -57,7 +58,8 @@ def classifier_job(P: Params, dataset, *, num_outputs: int, pos_weight=None, inf
     model = build_model(P, num_outputs=num_outputs)
     step = ClassifierStep(model, lr=c.lr, weight_decay=c.weight_decay, pos_weight=pos_weight, lr_decay=c.lr_decay)
     options = dict(total_steps=c.steps, batch_size=min(c.batch_size, len(dataset)), seed=P.seed, device=P.device,
-                   log_every=c.log_every, num_workers=P.data.num_workers, desc=(info or {}).get("name", "classifier"))
+                   log_every=c.log_every, num_workers=P.data.num_workers, augment=classifier_augment(P),
+                   desc=(info or {}).get("name", "classifier"))
     return TrainingJob(step=step, dataset=dataset, options=options, info=dict(info or {}))
 
 
@@ -149,14 +151,34 @@ def classifier_synthetic(P: Params) -> TrainingJob:
 
 # --- PGGAN -----------------------------------------------------------------------------------
 def pggan_settings(P: Params, *, normal_only: bool = False) -> Params:
-    """The ``pggan`` section, with ``pggan_normal``'s keys over it for the normal-only PGGAN."""
-    return Params({**P.pggan.to_dict(), **(P.pggan_normal.to_dict() if normal_only else {})}, "pggan")
+    """The ``pggan`` section, with ``pggan_normal``'s keys over it for the normal-only PGGAN (a null
+    there keeps ``pggan``'s value)."""
+    normal = {k: v for k, v in P.pggan_normal.to_dict().items() if v is not None} if normal_only else {}
+    return Params({**P.pggan.to_dict(), **normal}, "pggan_normal" if normal_only else "pggan")
 
 
 def pggan_config(P: Params, *, normal_only: bool = False) -> PGGANConfig:
     g = pggan_settings(P, normal_only=normal_only)
     return PGGANConfig(resolution=P.data.image_size, channels=1, z_dim=g.z_dim, fmap_base=g.fmap_base,
                        fmap_max=g.fmap_max, width=g.width, mbstd_group_size=g.mbstd_group_size)
+
+
+def image_schedule(g: Params, n_images: int) -> ImageGrowthSchedule:
+    """The official growth plan of a ``pggan`` section with ``growth: images``: phases in images shown,
+    a minibatch per resolution (each at most the ``n_images`` training images, for tiny data sets)."""
+    return ImageGrowthSchedule(stable_images=int(g.n_images_stable), fade_images=int(g.n_images_fade),
+                               total_images=int(g.n_images),
+                               batch_sizes=tuple(min(int(b), n_images) for b in g.batch_size_per_resolution))
+
+
+def pggan_augment(P: Params) -> Augment | None:
+    """The PGGANs' training augmentation (``augment.pggan``; None when it does nothing)."""
+    return Augment.from_params(P.augment.pggan.to_dict(), keys=("image",))
+
+
+def classifier_augment(P: Params) -> Augment | None:
+    """Every classifier's training augmentation (``augment.classifier``; None when it does nothing)."""
+    return Augment.from_params(P.augment.classifier.to_dict(), keys=("image",))
 
 
 def build_job_pggan(P: Params, *, normal_only: bool) -> TrainingJob:
@@ -167,15 +189,38 @@ def build_job_pggan(P: Params, *, normal_only: bool) -> TrainingJob:
     g = pggan_settings(P, normal_only=normal_only)
     data = load_data(P)
     dataset = normal_view(data.train) if normal_only else binary_view(data.train)
-    step = PGGANStep(pggan_config(P, normal_only=normal_only), total_steps=g.steps, lr=g.lr, betas=tuple(g.betas),
+    if g.growth == "images":  # the official plan: images per phase, minibatch and lr per resolution
+        schedule = image_schedule(g, len(dataset))
+        total_steps, batch_size = schedule.total_steps, schedule.batch_schedule()
+    elif g.growth == "steps":  # equal shares of g.steps at one batch size
+        schedule, total_steps, batch_size = None, g.steps, min(g.batch_size, len(dataset))
+    else:
+        raise ValueError(f"pggan.growth must be 'steps' or 'images', not {g.growth!r}")
+    step = PGGANStep(pggan_config(P, normal_only=normal_only), total_steps=total_steps, lr=g.lr, betas=tuple(g.betas),
                      gp_weight=g.gp_weight, drift_weight=g.drift_weight, ema_decay=g.ema_decay,
-                     fade_fraction=g.fade_fraction, final_weight=g.final_weight)
-    options = dict(total_steps=g.steps, batch_size=min(g.batch_size, len(dataset)), seed=P.seed, device=P.device,
+                     fade_fraction=g.fade_fraction, final_weight=g.final_weight, schedule=schedule,
+                     lr_per_resolution=g.lr_per_resolution, reset_adam_at_growth=bool(g.reset_adam_at_growth))
+    options = dict(total_steps=total_steps, batch_size=batch_size, seed=P.seed, device=P.device,
                    log_every=g.log_every, sample_every=g.sample_every, sample_count=g.sample_count,
-                   num_workers=P.data.num_workers,
+                   num_workers=P.data.num_workers, augment=pggan_augment(P),
                    desc="PGGAN (normal only)" if normal_only else "PGGAN")
-    info = {"images": len(dataset), "normal only": normal_only, "growth": step.schedule.table()}
+    info = {"images": len(dataset), "normal only": normal_only, "growth": growth_rows(step, batch_size)}
     return TrainingJob(step=step, dataset=dataset, options=options, info=info)
+
+
+def growth_rows(step: PGGANStep, batch_size) -> list[dict]:
+    """The growth table of a PGGAN step with each phase's minibatch, learning rate and whether Adam
+    is reset at the phase's fade-in start and end (the table the report shows)."""
+    rows = step.schedule.table()
+    for row in rows:
+        d = row["phase"]
+        row.setdefault("batch_size", batch_size if isinstance(batch_size, int) else row.get("batch_size"))
+        row["lr"] = step.lr_per_resolution[d] if step.lr_per_resolution else step.optimizers["G"].defaults["lr"]
+        first, fade = row["first_step"], row["fade_in_steps"]
+        candidates = sorted({first, *range(max(first, first + fade - 2), first + fade + 1)})  # a fade-in's start and end
+        resets = [k for k in candidates if k <= row["last_step"] and growth_changes(step.schedule, k)]
+        row["Adam reset at step"] = ", ".join(map(str, resets)) if step.reset_adam_at_growth and resets else "—"
+    return rows
 
 
 @register(NOTEBOOK, "pggan")
@@ -248,3 +293,57 @@ def architecture_table(P: Params) -> pd.DataFrame:
                      "thesis parameters": count_parameters(build_classifier(paper.CLASSIFIER_ARCH, num_outputs=outputs))
                      if in_thesis else None})
     return pd.DataFrame(rows).set_index("network")
+
+
+# --- the protocol in the report's method section (computed from the parameters) ---------------
+def _growth_text(g: Params, n_images: int, max_depth: int) -> tuple[str, str, str]:
+    """(growth plan, minibatch, learning rate) of one PGGAN section in words."""
+    sizes = [4 * 2 ** d for d in range(max_depth + 1)]
+    if g.growth == "images":
+        s = image_schedule(g, n_images)
+        plan = (f"official plan in images shown: {s.stable_images:,} at 4x4, then {s.fade_images:,} fading in + "
+                f"{s.stable_images:,} stable per resolution, {s.final_stable_images:,} stable at {sizes[-1]} px; "
+                f"{s.total_images:,} images = {s.total_images / n_images:.1f} epochs of the {n_images:,} training "
+                f"images, {s.total_steps:,} iterations")
+        batch = ", ".join(f"{r} px: {b}" for r, b in zip(sizes, s.batch_sizes))
+    else:
+        plan = (f"equal shares of {g.steps:,} iterations per resolution (4x4 1 share, the last {g.final_weight:g}), "
+                f"{g.fade_fraction:.0%} of each later phase fading in; "
+                f"{g.steps * min(g.batch_size, n_images) / n_images:.1f} epochs of the {n_images:,} training images")
+        batch = f"{min(g.batch_size, n_images)} at every resolution"
+    lrs = g.lr_per_resolution
+    lr = (", ".join(f"{r} px: {v:g}" for r, v in zip(sizes, lrs)) if lrs else f"{g.lr:g} at every resolution")
+    return plan, batch, lr + f" (Adam betas {tuple(g.betas)})"
+
+
+def protocol(P: Params, data) -> pd.DataFrame:
+    """What this run actually does, from the parameters: sampling, augmentation, growth plan (phases,
+    minibatch and learning rate per resolution, Adam resets), inference mode and the AnoGAN score."""
+    rows: dict[str, str] = {}
+    max_depth = int(np.log2(P.data.image_size // 4))
+    rows["sampling (every model)"] = "uniform: each epoch shuffles the training images, each seen once (no weighting)"
+    for label, augment in (("PGGANs", pggan_augment(P)), ("classifiers", classifier_augment(P))):
+        rows[f"augmentation, {label}"] = augment.describe() if augment else (
+            "none: no left-right flip (a mirrored chest radiograph shows dextrocardia, not a normal chest)")
+    for label, normal_only, view in (("PGGAN", False, binary_view), ("normal-only PGGAN", True, normal_view)):
+        g = pggan_settings(P, normal_only=normal_only)
+        plan, batch, lr = _growth_text(g, len(view(data.train)), max_depth)
+        rows[f"{label}: growth"] = plan
+        rows[f"{label}: minibatch"] = batch
+        rows[f"{label}: learning rate"] = lr
+        rows[f"{label}: Adam state"] = ("reset (moments and step counts) when each fade-in starts and when it ends "
+                                        "(official reset_opt_for_new_lod)" if g.reset_adam_at_growth else
+                                        "kept through the growth")
+        rows[f"{label}: evaluation"] = f"EMA generator (decay {g.ema_decay:g}) at full resolution"
+    c = P.classifier
+    rows["classifiers: training"] = (f"{c.arch}, {c.steps:,} iterations at batch {c.batch_size}, AdamW lr {c.lr:g} "
+                                     f"({c.lr_decay} decay), weight decay {c.weight_decay:g}")
+    rows["classifiers: inference"] = "eval mode (batch norm on running statistics)"
+    a = P.anogan
+    rows["AnoGAN: inversion"] = (f"Adam on z, lr {a.lr:g}, {a.steps} iterations x {a.restarts} random starts, "
+                                 f"objective: mean squared residual" +
+                                 (f" + {a.feature_weight:g} x critic features" if a.feature_weight > 0 else ""))
+    rows["AnoGAN: image score"] = paper.score_label(a.score_kind, float(a.sigma))
+    rows["AnoGAN: reported beside"] = paper.score_label(a.compare_score.kind, float(a.compare_score.sigma))
+    rows["AnoGAN: threshold"] = f"{a.specificity:.0%} quantile of the normal validation images' scores"
+    return pd.DataFrame({"this run": list(rows.values())}, index=pd.Index(list(rows), name="protocol"))

@@ -85,6 +85,14 @@ SETTINGS = {
 }
 
 
+def score_label(kind: str, sigma: float) -> str:
+    """An AnoGAN image score in words, saying whether it is the thesis's (§4.2: the mean squared
+    residual, on the raw difference map) or ours."""
+    what = {"mse": "mean squared residual", "top1pct": "mean of the largest 1% |residual|"}[kind]
+    where = "raw map" if sigma == 0 else f"map smoothed (Gaussian, sigma {sigma:g} px)"
+    return f"{what}, {where} ({'the thesis' if (kind, sigma) == ('mse', 0) else 'ours'})"
+
+
 def settings_comparison(P: Params) -> pd.DataFrame:
     """The method's settings in this run (from the parameters) beside the thesis's."""
     f, x, a = P.fidelity, P.axes, P.anogan
