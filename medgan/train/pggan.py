@@ -41,9 +41,10 @@ class GrowthSchedule:
     Training is split into ``max_depth + 1`` phases, one per resolution (4x4 first). Phase 0 is
     stable training at 4x4; every later phase spends ``fade_fraction`` of its steps fading the new
     block in (alpha 0 -> 1), then trains it stably. Phases get equal shares of ``total_steps``
-    except the first (``first_weight`` shares) and the last (``final_weight`` shares). Karras et al.
-    show 600k images in 4x4, then 600k fading + 600k stable per resolution: ``first_weight=0.5``,
-    ``fade_fraction=0.5``, ``final_weight=1``.
+    except the first (``first_weight`` shares) and the last (``final_weight`` shares). The official
+    code's plan (train.py: 600k images at 4x4, then 600k fading + 600k stable per resolution; the
+    paper's appendix says 800k) in equal steps is ``first_weight=0.5``, ``fade_fraction=0.5``,
+    ``final_weight=1``; :class:`ImageGrowthSchedule` follows it in images, with a minibatch per resolution.
     """
 
     total_steps: int
