@@ -5,12 +5,13 @@ Subsets are drawn exactly as torch-fidelity draws them (``numpy.random.RandomSta
 for each subset first ``choice(N_a, subset_size, replace=False)`` then the same for B), so with
 the same seed both give the same subsets and the same numbers. Unlike a loop over subsets, which
 computes a pair's kernel once for every subset holding it, the kernel of every pair is computed
-once and summed over all subsets at once (see :func:`_subset_sums`), in float64 sums: the values
+once and summed over all subsets at once (see :func:`_subset_sums_numpy`), in float64 sums: the values
 agree with an all-float64 computation to about 1e-9, closer than torch-fidelity's float32 sums.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -20,11 +21,13 @@ from medgan.metrics._arrays import as_features, same_dim
 
 __all__ = ["kernel_inception_distance"]
 
-BLOCK_ELEMENTS = 1 << 21  # kernel entries per block (16 MiB in float64): bounds the memory at any N
+# Kernel entries per tile: bounds the working memory at any N (two float64 buffers of 8 MiB). Much
+# smaller tiles run the GEMMs (and the products with the subset indicators) well below their peak.
+BLOCK_ELEMENTS = 1 << 20
 
 
 def _polynomial_kernel(x, y, *, degree: int, gamma: float, coef0: float):
-    """(gamma·x yᵀ + coef0)^degree for numpy arrays (CPU) or torch tensors (GPU).
+    """(gamma·x yᵀ + coef0)^degree for numpy arrays (CPU) or torch tensors (GPU), whole.
 
     The dot products stay in the input precision (float32 features: float32 GEMM, as the
     references do); the power and the sums run in float64 because MMD² is a small difference
@@ -39,45 +42,108 @@ def _polynomial_kernel(x, y, *, degree: int, gamma: float, coef0: float):
     return kernel ** degree
 
 
-def _subset_sums(x, y, wx, wy, *, kernel: dict, block: int):
-    """For every subset s: Σ_{i∈Sx(s), j∈Sy(s)} k(x_i, y_j), and Σ_{i∈Sx(s)} k(x_i, y_i) when x is y.
+def _kernel_block(x: np.ndarray, y: np.ndarray, base: np.ndarray, power: np.ndarray, *, degree, gamma: float,
+                  coef0: float) -> np.ndarray:
+    """(gamma·x yᵀ + coef0)^degree like :func:`_polynomial_kernel`, in the flat float64 buffers
+    ``base`` and ``power`` instead of new arrays.
 
-    ``wx`` (N_x, S) and ``wy`` (N_y, S) are 0/1 subset indicators. The kernel is computed once for
-    all pairs, ``block`` rows at a time, and each block meets every subset in one product
-    ``K_block @ wy``: the same pairs the per-subset loop forms, each computed once instead of once
-    per subset that holds it, in the memory of one block.
+    The dot products (input precision) are written into ``power``'s memory, read once into ``base``
+    in float64, and then overwritten by the power: an integer power is a chain of in-place
+    products (``np.power`` is ~20x slower than a multiply).
     """
+    shape = (x.shape[0], y.shape[0])
+    size = shape[0] * shape[1]
+    dots = power.view(np.result_type(x, y))[:size].reshape(shape)  # float32 dots fit in float64 memory
+    np.matmul(x, y.T, out=dots)
+    k = base[:size].reshape(shape)
+    np.multiply(dots, np.float64(gamma), out=k)  # a float64 scalar: the product runs in float64
+    k += coef0
+    if float(degree) != int(degree) or degree < 1:
+        return np.power(k, degree, out=k)
+    if degree == 1:
+        return k
+    result = power[:size].reshape(shape)  # the dots are no longer needed
+    np.multiply(k, k, out=result)
+    for _ in range(int(degree) - 2):
+        result *= k
+    return result
+
+
+def _subset_sums_numpy(x: np.ndarray, y: np.ndarray, in_x: np.ndarray, in_y: np.ndarray, *, kernel: dict,
+                       symmetric: bool, tile: int | None = None,
+                       buffers: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """For every subset s: Σ_{i∈Sx(s), j∈Sy(s)} k(x_i, y_j), and Σ_{i∈Sx(s)} k(x_i, x_i) when ``symmetric``
+    (y is x).
+
+    ``in_x`` (N_x, S) and ``in_y`` (N_y, S) are boolean subset memberships. The kernel of every pair is
+    computed once, in square tiles of at most ``BLOCK_ELEMENTS`` entries (square: the float32 GEMM
+    runs near its peak, as on torch-fidelity's 1000 x 1000 subsets), and each tile meets every
+    subset in one product ``K_tile @ w_y``: the same pairs the per-subset loop forms, each computed
+    once instead of once per subset that holds it. When y is x only the tiles on and above the
+    diagonal are computed (k is symmetric); those above it count twice. The buffers are allocated once
+    (or passed in as ``buffers``, two flat float64 arrays of at least ``tile**2`` entries).
+    """
+    n_x, n_y = x.shape[0], y.shape[0]
+    w_y = in_y.astype(np.float64)  # float64 0/1: exact counts in the products
+    tile = max(1, math.isqrt(BLOCK_ELEMENTS)) if tile is None else tile
+    size = min(tile, n_x) * min(tile, n_y)
+    base, power = buffers if buffers is not None else (np.empty(size), np.empty(size))
+    total = np.zeros(in_x.shape[1])
+    diagonal = np.zeros(in_x.shape[1]) if symmetric else None
+    for r0 in range(0, n_x, tile):
+        r1 = min(r0 + tile, n_x)
+        per_row = np.zeros((r1 - r0, in_x.shape[1]))  # Σ_j k(x_i, y_j) w_y[j, s] for this tile row
+        for c0 in range(r0 if symmetric else 0, n_y, tile):
+            c1 = min(c0 + tile, n_y)
+            k = _kernel_block(x[r0:r1], y[c0:c1], base, power, **kernel)
+            if symmetric and c0 > r0:
+                per_row += 2 * (k @ w_y[c0:c1])  # this tile and its mirror image below the diagonal
+            else:
+                per_row += k @ w_y[c0:c1]
+            if symmetric and c0 == r0:
+                diagonal += in_x[r0:r1].T.astype(np.float64) @ np.diagonal(k)
+        total += np.einsum("rs,rs->s", in_x[r0:r1].astype(np.float64), per_row)
+    return total, diagonal
+
+
+def _subset_sums_torch(x, y, wx, wy, *, kernel: dict, block: int):
+    """:func:`_subset_sums_numpy` on a GPU (float64 indicators ``wx``/``wy``; whole rows per block)."""
     total = np.zeros(wx.shape[1])
     diagonal = np.zeros(wx.shape[1]) if y is x else None
     for start in range(0, x.shape[0], block):
         rows = slice(start, start + block)
         k = _polynomial_kernel(x[rows], y, **kernel)
-        per_row = k @ wy  # (block, S): each row's kernel sum over each subset of y
-        if isinstance(k, np.ndarray):
-            total += np.einsum("rs,rs->s", wx[rows], per_row)
-            if diagonal is not None:
-                diagonal += wx[rows].T @ np.diagonal(k[:, rows])
-        else:
-            total += (wx[rows] * per_row).sum(0).cpu().numpy()
-            if diagonal is not None:
-                diagonal += (wx[rows].T @ torch.diagonal(k[:, rows])).cpu().numpy()
-        del k, per_row
+        total += (wx[rows] * (k @ wy)).sum(0).cpu().numpy()
+        if diagonal is not None:
+            diagonal += (wx[rows].T @ torch.diagonal(k[:, rows])).cpu().numpy()
+        del k
     return total, diagonal
 
 
-def _per_subset(a, b, wa, wb, *, kernel: dict) -> tuple[float, float]:
-    """The subset loop: cheaper than all pairs when the subsets cover few of the pairs."""
-    mmds = np.empty(wa.shape[1])
-    for i in range(wa.shape[1]):
-        idx_a, idx_b = np.flatnonzero(wa[:, i]), np.flatnonzero(wb[:, i])
-        if not isinstance(a, np.ndarray):
-            idx_a, idx_b = torch.from_numpy(idx_a).to(a.device), torch.from_numpy(idx_b).to(a.device)
-        x, y = a[idx_a], b[idx_b]
+def _per_subset(a, b, draws: list[tuple[np.ndarray, np.ndarray]], *, kernel: dict) -> tuple[float, float]:
+    """The subset loop over ``draws`` (index arrays into a and b): cheaper than all pairs when the subsets
+    cover few of the pairs. On a CPU each subset's three kernel sums go through :func:`_subset_sums_numpy`
+    (symmetric halves for k_xx and k_yy, in-place powers) in tiles of a quarter of ``BLOCK_ELEMENTS``,
+    with the subset copies and the kernel buffers allocated once for all subsets."""
+    mmds = np.empty(len(draws))
+    m = len(draws[0][0])
+    if isinstance(a, np.ndarray):
+        tile = max(1, math.isqrt(BLOCK_ELEMENTS // 4))
+        sums = dict(kernel=kernel, tile=tile, buffers=(np.empty(tile * tile), np.empty(tile * tile)))
+        x, y, ones = np.empty((m, a.shape[1]), a.dtype), np.empty((m, b.shape[1]), b.dtype), np.ones((m, 1), bool)
+        for i, (idx_a, idx_b) in enumerate(draws):
+            np.take(a, idx_a, axis=0, out=x, mode="clip")  # clip: unbuffered (the indices are valid)
+            np.take(b, idx_b, axis=0, out=y, mode="clip")
+            (k_xx,), (trace_xx,) = _subset_sums_numpy(x, x, ones, ones, symmetric=True, **sums)
+            (k_yy,), (trace_yy,) = _subset_sums_numpy(y, y, ones, ones, symmetric=True, **sums)
+            (k_xy,), _ = _subset_sums_numpy(x, y, ones, ones, symmetric=False, **sums)
+            mmds[i] = (k_xx - trace_xx + k_yy - trace_yy) / (m * (m - 1)) - 2 * k_xy / (m * m)
+        return float(mmds.mean()), float(mmds.std())
+    for i, (idx_a, idx_b) in enumerate(draws):
+        x, y = a[torch.from_numpy(idx_a).to(a.device)], b[torch.from_numpy(idx_b).to(a.device)]
         k_xx, k_yy = _polynomial_kernel(x, x, **kernel), _polynomial_kernel(y, y, **kernel)
         k_xy = _polynomial_kernel(x, y, **kernel)
-        m = k_xx.shape[0]
-        trace = np.trace if isinstance(k_xx, np.ndarray) else torch.trace
-        mmds[i] = float((k_xx.sum() - trace(k_xx) + k_yy.sum() - trace(k_yy)) / (m * (m - 1))
+        mmds[i] = float((k_xx.sum() - torch.trace(k_xx) + k_yy.sum() - torch.trace(k_yy)) / (m * (m - 1))
                         - 2 * k_xy.sum() / (m * m))
     return float(mmds.mean()), float(mmds.std())
 
@@ -113,23 +179,31 @@ def kernel_inception_distance(feats_a: Any, feats_b: Any, subsets: int = 100, su
     if a.device.type == "cpu":
         a, b = a.numpy(), b.numpy()
     kernel = dict(degree=degree, gamma=gamma_value, coef0=coef0)
-    # the subsets torch-fidelity draws, as 0/1 indicator columns (float64: exact counts in the products)
-    wa, wb = np.zeros((n_a, subsets)), np.zeros((n_b, subsets))
-    for i in range(subsets):
-        wa[rng.choice(n_a, subset_size, replace=False), i] = 1.0
-        wb[rng.choice(n_b, subset_size, replace=False), i] = 1.0
+    # the subsets torch-fidelity draws (for each subset: A, then B); copies, since each draw is a view
+    # of a whole permutation of N (kept, 100 views of 60k would hold 92 MiB)
+    draws = [(rng.choice(n_a, subset_size, replace=False).copy(), rng.choice(n_b, subset_size, replace=False).copy())
+             for _ in range(subsets)]
     m = subset_size
     # rows that no subset holds are never needed
-    used_a, used_b = np.flatnonzero(wa.any(1)), np.flatnonzero(wb.any(1))
-    if subsets * 3 * m * m < len(used_a) ** 2 + len(used_b) ** 2 + len(used_a) * len(used_b):
-        return _per_subset(a, b, wa, wb, kernel=kernel)  # few small subsets of a large set
+    used_a, used_b = (np.unique(np.concatenate([d[side] for d in draws])) for side in (0, 1))
+    all_pairs = len(used_a) ** 2 / 2 + len(used_b) ** 2 / 2 + len(used_a) * len(used_b)  # k_aa, k_bb symmetric
+    if subsets * 3 * m * m < all_pairs:
+        return _per_subset(a, b, draws, kernel=kernel)  # few small subsets of a large set
+    in_a, in_b = np.zeros((n_a, subsets), dtype=bool), np.zeros((n_b, subsets), dtype=bool)  # memberships
+    for i, (idx_a, idx_b) in enumerate(draws):
+        in_a[idx_a, i] = True
+        in_b[idx_b, i] = True
     if len(used_a) < 0.9 * n_a or len(used_b) < 0.9 * n_b:  # then worth a copy of the features
-        a, b, wa, wb = a[used_a], b[used_b], wa[used_a], wb[used_b]
-    if not isinstance(a, np.ndarray):
-        wa, wb = (torch.from_numpy(w).to(a.device) for w in (wa, wb))
-    block = max(1, BLOCK_ELEMENTS // max(len(a), len(b)))
-    sum_aa, trace_aa = _subset_sums(a, a, wa, wa, kernel=kernel, block=block)
-    sum_bb, trace_bb = _subset_sums(b, b, wb, wb, kernel=kernel, block=block)
-    sum_ab, _ = _subset_sums(a, b, wa, wb, kernel=kernel, block=block)
+        a, b, in_a, in_b = a[used_a], b[used_b], in_a[used_a], in_b[used_b]
+    if isinstance(a, np.ndarray):
+        sum_aa, trace_aa = _subset_sums_numpy(a, a, in_a, in_a, kernel=kernel, symmetric=True)
+        sum_bb, trace_bb = _subset_sums_numpy(b, b, in_b, in_b, kernel=kernel, symmetric=True)
+        sum_ab, _ = _subset_sums_numpy(a, b, in_a, in_b, kernel=kernel, symmetric=False)
+    else:
+        wa, wb = (torch.from_numpy(w.astype(np.float64)).to(a.device) for w in (in_a, in_b))
+        block = max(1, 2 * BLOCK_ELEMENTS // max(len(a), len(b)))  # float64 kernel only
+        sum_aa, trace_aa = _subset_sums_torch(a, a, wa, wa, kernel=kernel, block=block)
+        sum_bb, trace_bb = _subset_sums_torch(b, b, wb, wb, kernel=kernel, block=block)
+        sum_ab, _ = _subset_sums_torch(a, b, wa, wb, kernel=kernel, block=block)
     mmds = ((sum_aa - trace_aa) + (sum_bb - trace_bb)) / (m * (m - 1)) - 2 * sum_ab / (m * m)
     return float(mmds.mean()), float(mmds.std())

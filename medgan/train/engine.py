@@ -268,7 +268,8 @@ def train(step: TrainingStep, dataset: Dataset, *, run_dir: str | Path, total_st
         seed: seeds data order, noise and the RNGs; resume restores their exact state.
         deterministic: force deterministic kernels (slower on GPU).
         device: ``"auto"`` (cuda > mps > cpu), or an explicit torch device string.
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast + grad scaling; GPU only).
+        precision: ``"fp32"``, ``"bf16"`` (autocast to bfloat16, on the CPU or a GPU; weights and
+            optimiser state stay float32) or ``"fp16"`` (autocast, with grad scaling on CUDA; fp32 on a CPU).
         log_every: iterations between log lines (scalars averaged over the interval).
         sample_every: iterations between sample grids (0 = only at the end).
         sample_count: images per sample grid.

@@ -26,7 +26,7 @@ class StepContext:
     device: torch.device
     step: int  # 0-based index of the iteration being run
     total_steps: int
-    precision: str = "fp32"  # "fp32" | "bf16" | "fp16"
+    precision: str = "fp32"  # "fp32" | "bf16" (CPU or GPU) | "fp16" (GPU; fp32 on a CPU)
     seed: int = 0
     dist: distributed.DistInfo = field(default_factory=distributed.DistInfo)
     scaler: torch.amp.GradScaler | None = None
@@ -63,7 +63,9 @@ class StepContext:
         return torch.randn(shape, generator=g).to(self.device)
 
     def autocast(self):
-        """Mixed-precision context for forward passes (a no-op in fp32 or on CPU with fp16)."""
+        """Mixed-precision context for forward passes: bfloat16 autocast for ``bf16`` on any device
+        (CPUs with AVX-512 BF16 / AMX run it natively), float16 for ``fp16`` on a GPU; a no-op in fp32
+        and for fp16 on a CPU."""
         if self.precision == "fp32":
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
