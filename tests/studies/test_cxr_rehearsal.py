@@ -37,6 +37,7 @@ def test_the_rehearsal_keeps_the_papers_sizes_and_cuts_only_counts():
 
 
 @pytest.mark.slow
+@pytest.mark.whole_machine
 def test_study_5_rehearses_the_paper_profile(tmp_path, monkeypatch):
     # Runs and the paper-size phantom in the test's folder; splits and item stores in the suite's MEDGAN_WORKDIR.
     monkeypatch.setenv("MEDGAN_RUNS_DIR", str(tmp_path / "runs"))
