@@ -6,10 +6,17 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from medgan.metrics._arrays import as_tensor
+from scipy.special import entr
 
 __all__ = ["inception_score"]
+
+
+def _as_array(probs: Any) -> np.ndarray:
+    if isinstance(probs, torch.Tensor):
+        return probs.detach().cpu().numpy()  # no copy for a CPU tensor
+    if isinstance(probs, (np.ndarray, list, tuple)):
+        return np.asarray(probs)
+    raise TypeError(f"probs: expected a numpy array or torch tensor, got {type(probs).__name__}")
 
 
 def inception_score(probs: Any, splits: int = 10, *, shuffle_seed: int | None = None,
@@ -28,22 +35,22 @@ def inception_score(probs: Any, splits: int = 10, *, shuffle_seed: int | None = 
     Returns:
         (mean, std) over splits, std with ddof=0. Ranges from 1 to C.
     """
-    p = as_tensor(probs, dtype=torch.float64, name="probs")
+    p = _as_array(probs)
     if p.ndim != 2:
         raise ValueError(f"probs: expected shape (N, C), got {tuple(p.shape)}")
     n = p.shape[0]
     if not 1 <= splits <= n:
         raise ValueError(f"splits={splits} must be between 1 and the number of samples N={n}")
-    if (p < 0).any() or not torch.allclose(p.sum(dim=1), torch.ones(n, dtype=p.dtype, device=p.device), atol=atol):
-        raise ValueError("probs: rows must be non-negative and sum to 1 (pass softmax outputs, not logits)")
-    if shuffle_seed is not None:
-        p = p[torch.from_numpy(np.random.RandomState(shuffle_seed).permutation(n)).to(p.device)]
-    log_p = torch.log(p.clamp_min(1e-300))
+    order = np.random.RandomState(shuffle_seed).permutation(n) if shuffle_seed is not None else None
     scores = []
+    # One split at a time in float64: nothing the size of the whole input is copied.
     for i in range(splits):
-        chunk, log_chunk = p[i * n // splits:(i + 1) * n // splits], log_p[i * n // splits:(i + 1) * n // splits]
-        marginal = chunk.mean(dim=0, keepdim=True)
-        # 0·log 0 = 0: xlogy-style masking keeps zero probabilities from producing NaN.
-        kl = torch.where(chunk > 0, chunk * (log_chunk - torch.log(marginal.clamp_min(1e-300))), 0.0)
-        scores.append(float(kl.sum(dim=1).mean().exp()))
+        rows = slice(i * n // splits, (i + 1) * n // splits)
+        chunk = np.asarray(p[order[rows]] if order is not None else p[rows], dtype=np.float64)
+        if (chunk < 0).any() or not np.allclose(chunk.sum(axis=1), 1.0, rtol=0.0, atol=atol):
+            raise ValueError("probs: rows must be non-negative and sum to 1 (pass softmax outputs, not logits)")
+        # E_x KL(p(y|x) || p(y)) = H(p(y)) - E_x H(p(y|x)); entr keeps 0·log 0 = 0.
+        marginal = chunk.mean(axis=0)
+        mean_kl = entr(marginal).sum() - entr(chunk).sum(axis=1).mean()
+        scores.append(float(np.exp(mean_kl)))
     return float(np.mean(scores)), float(np.std(scores))
