@@ -281,8 +281,10 @@ class PGGANStep(TrainingStep):
         # Interpolation weights from the engine's shared noise stream (identical on 1 or N ranks).
         a = ctx.rand(real.shape[0], 1, 1, 1).to(real.dtype)
         x_hat = torch.lerp(fake.detach(), real.detach(), a).requires_grad_(True)
-        out = self.nets["D"](x_hat)
-        (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
+        # The critic runs under autocast like the rest of the step; x_hat and its gradient stay fp32.
+        with ctx.autocast():
+            out = self.nets["D"](x_hat)
+        (grad,) = torch.autograd.grad(out.float().sum(), x_hat, create_graph=True)
         return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
 
     def train_step(self, batch: Mapping[str, Any], ctx: StepContext) -> dict[str, float]:
@@ -296,8 +298,8 @@ class PGGANStep(TrainingStep):
         # Critic: E[D(fake)] - E[D(real)] + lambda * GP + epsilon * E[D(real)^2].
         set_requires_grad(D, True)
         self.optimizers["D"].zero_grad(set_to_none=True)
-        with torch.no_grad():
-            fake = G(ctx.randn(n, self.z_dim))
+        with torch.no_grad(), ctx.autocast():
+            fake = G(ctx.randn(n, self.z_dim)).float()
         with ctx.autocast():
             d_real, d_fake = D(real), D(fake)
             wdist = losses.d_wasserstein(d_real.float(), d_fake.float())

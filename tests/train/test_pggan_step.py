@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from medgan.models.dcgan import DCGANConfig
-from medgan.models.pggan import PGGANConfig
+from medgan.models.pggan import EqualizedConv2d, PGGANConfig
 from medgan.train import max_weight_difference, read_log, seed_everything, train
 from medgan.train.dcgan import DCGANStep
 from medgan.train.engine import BatchSchedule
@@ -239,3 +239,20 @@ def test_resume_across_a_growth_reset_is_bit_exact(tmp_path):
     for name in ("G", "D"):
         a, b = straight.optimizers[name].state_dict()["state"], resumed.optimizers[name].state_dict()["state"]
         assert a.keys() == b.keys() and all(torch.equal(a[i]["exp_avg"], b[i]["exp_avg"]) for i in a)
+
+
+def test_bf16_runs_every_conv_of_the_step_in_bf16_including_fakes_and_the_gradient_penalty(tmp_path):
+    seed_everything(0)
+    step = PGGANStep(TINY, total_steps=2, lr=1e-3)
+    seen = {"G": [], "D": []}
+    for name in ("G", "D"):
+        for m in step.nets[name].modules():
+            if isinstance(m, EqualizedConv2d):
+                m.register_forward_hook(lambda _m, _i, out, name=name: seen[name].append(out.dtype))
+    train(step, ToyImages(16), run_dir=tmp_path, total_steps=2, batch_size=4, seed=0, precision="bf16",
+          progress=False, sample_every=0)
+    # Per step G runs twice (the critic's fakes, the generator's update) and D four times (real, fake,
+    # the penalty's interpolates, the generator's update); each pass runs at least one conv.
+    assert seen["G"] and seen["D"] and set(seen["G"]) | set(seen["D"]) == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for net in step.nets.values() for p in net.parameters())
+    assert all(torch.isfinite(p).all() for p in step.nets["D"].parameters())
