@@ -44,12 +44,16 @@ class Claim:
 
 @dataclass(frozen=True)
 class Headline:
-    """One headline number of a study for the report index: ours beside the paper's."""
+    """One headline number of a study for the report index: ours beside the paper's, with our
+    uncertainty where the study has one (``low``/``high``, and ``interval`` saying what they are)."""
 
     label: str  # e.g. "PGGAN FID"
     ours: float | str
     paper: float | str | None = None
     note: str = ""  # e.g. the feature extractor, the data source
+    low: float | None = None
+    high: float | None = None
+    interval: str = ""  # e.g. "95% bootstrap CI over subjects", "range over target domains"
 
     def text(self, value: float | str | None) -> str:
         if value is None:
@@ -57,6 +61,12 @@ class Headline:
         if isinstance(value, float):
             return "—" if math.isnan(value) else f"{value:.3g}"
         return str(value)
+
+    def ours_text(self) -> str:
+        """Ours with its interval, e.g. ``12.3 [10.1, 14.5]``."""
+        if self.low is None or self.high is None:
+            return self.text(self.ours)
+        return f"{self.text(self.ours)} [{self.text(float(self.low))}, {self.text(float(self.high))}]"
 
 
 class ResultsRecord:
@@ -164,6 +174,7 @@ def show_headlines(headlines: Sequence[Headline], caption: str = "Headline numbe
     """Show the study's headline numbers and record them for the report index."""
     headlines = list(headlines)
     _current.headlines.extend(headlines)
-    frame = pd.DataFrame({"ours": [h.text(h.ours) for h in headlines], "paper": [h.text(h.paper) for h in headlines],
-                          "note": [h.note for h in headlines]}, index=[h.label for h in headlines])
+    frame = pd.DataFrame({"ours": [h.ours_text() for h in headlines], "paper": [h.text(h.paper) for h in headlines],
+                          "note": ["; ".join(x for x in (h.interval, h.note) if x) for h in headlines]},
+                         index=[h.label for h in headlines])
     show_table(frame, caption=caption, key="headlines")

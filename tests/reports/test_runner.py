@@ -20,7 +20,7 @@ def _notebook(path: Path, body: str) -> None:
         params,
         nbformat.v4.new_code_cell(
             "import medgan\nfrom medgan import reports\n"
-            "run = medgan.config.start_run('tiny', profile, overrides, data_root=data_root)\n"
+            f"run = medgan.config.start_run({path.stem!r}, profile, overrides, data_root=data_root)\n"
             "reports.show_run_card(run)"),
         nbformat.v4.new_markdown_cell("## Results"),
         nbformat.v4.new_code_cell(body),
@@ -44,7 +44,8 @@ GOOD = ("import numpy as np, pandas as pd\n"
         "fig = reports.image_grid(np.random.rand(4, 1, 8, 8) * 2 - 1, nrow=4, title='grid')\n"
         "reports.show_figure(fig)\nprint('value is', run.params.value)\n"
         "reports.show_table(pd.DataFrame({'FID': [12.5, float('nan')]}, index=['GAN', 'baseline']), caption='Scores')\n"
-        "reports.show_headlines([reports.Headline('GAN FID', 12.5, 30.0, note='domain features')])\n"
+        "reports.show_headlines([reports.Headline('GAN FID', 12.5, 30.0, note='domain features', low=10.0, high=15.0,\n"
+        "                                         interval='95% CI')])\n"
         "reports.show_claims([reports.Claim('the GAN beats the baseline', 'FID 30', 'FID 12.5', True, 'FID lower'),\n"
         "                     reports.Claim('a second claim', 'shown', 'not seen', False, 'CI excludes 0')])")
 
@@ -72,7 +73,9 @@ def test_good_run_writes_report_and_index_then_failure_keeps_it(project):
     scores = next(t for t in results["tables"] if t["caption"] == "Scores")
     assert scores["columns"] == ["FID"] and scores["rows"] == [["GAN", 12.5], ["baseline", None]]
     assert [c["supported"] for c in results["claims"]] == [True, False]
-    assert results["headlines"][0] == {"label": "GAN FID", "ours": 12.5, "paper": 30.0, "note": "domain features"}
+    assert results["headlines"][0] == {"label": "GAN FID", "ours": 12.5, "paper": 30.0, "note": "domain features",
+                                       "low": 10.0, "high": 15.0, "interval": "95% CI"}
+    assert "12.5 [10, 15]" in page
     assert results["run card"]["profile"] == "default" and "wall time (s)" in results["run card"]
     executed = nbformat.read(project / "reports" / "tiny.ipynb", as_version=4)
     assert any("value is 5" in o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
@@ -144,3 +147,42 @@ def test_a_rehearsal_says_so_and_lists_its_cuts(project):
     assert results["rehearsal"] is True
     assert results["run card"]["rehearsal"] == [
         {"parameter": "value", "paper": 900, "rehearsal": 3, "why": "iterations: a CPU rehearsal"}]
+
+
+THREADS = ("import os, torch\n"
+           "print('threads', torch.get_num_threads(), os.environ.get('OMP_NUM_THREADS'))\n"
+           "reports.show_headlines([reports.Headline('value', float(run.params.value))])")
+
+
+@pytest.mark.slow
+def test_several_jobs_render_every_notebook_with_its_share_of_the_cores(project):
+    from medgan.reports.runner import run_all
+
+    names = ["tiny_a", "tiny_b", "tiny_c"]
+    for i, name in enumerate(names):
+        (project / "params" / name).mkdir(parents=True)
+        (project / "params" / name / "default.yaml").write_text(f"seed: 0\nvalue: {i}\ndata:\n  root: null\n")
+        _notebook(project / "notebooks" / f"{name}.ipynb", THREADS)
+    records = run_all(names, jobs=2, progress=False)
+    assert [r.notebook for r in records] == names and all(r.status == "ok" for r in records), records
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    index = json.loads((project / "reports" / "index.json").read_text())
+    assert sorted(index) == names  # no row lost to the two writers
+    for i, name in enumerate(names):
+        assert index[name]["headlines"][0]["ours"] == float(i)
+        text = "".join(o.get("text", "") for c in nbformat.read(project / "reports" / f"{name}.ipynb", as_version=4).cells
+                       if c.cell_type == "code" for o in c.outputs)
+        assert f"threads {threads} {threads}" in text
+
+
+def test_longest_notebook_starts_first_and_the_paper_profile_runs_alone(tmp_path):
+    from medgan.reports.runner import _longest_first, auto_jobs
+
+    (tmp_path / "index.json").write_text(json.dumps({
+        "a": {"status": "ok", "wall_time_s": 10}, "b": {"status": "ok", "wall_time_s": 300},
+        "c": {"status": "failed (previous report kept)", "last_good": {"wall_time_s": 50}}}))
+    order = _longest_first([Path("a.ipynb"), Path("b.ipynb"), Path("c.ipynb"), Path("new.ipynb")], tmp_path)
+    assert [p.stem for p in order] == ["new", "b", "c", "a"]  # never run: its time is unknown, so first
+    assert auto_jobs("paper", 5) == 1 and auto_jobs("rehearse", 5) == 1
+    if not __import__("torch").cuda.is_available():
+        assert auto_jobs("default", 5) == min(5, os.cpu_count() or 1) and auto_jobs("smoke", 1) == 1

@@ -214,5 +214,7 @@ def headlines(summary: pd.DataFrame, params: Params, directions: list[str], *, e
                 continue
             out.append(Headline(label=f"{short} FID {direction}", ours=float(rows["estimate"].iloc[0]),
                                 paper=FID.get(short, {}).get(direction),
-                                note=f"ours: {extractor} features" if extractor else ""))
+                                note=f"ours: {extractor} features" if extractor else "",
+                                low=float(rows["low"].iloc[0]), high=float(rows["high"].iloc[0]),
+                                interval="95% bootstrap CI over subjects"))
     return out

@@ -10,6 +10,7 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as student_t
 
 from medgan.analysis.generative_scores import METRIC_ORDER
 from medgan.config import Params
@@ -199,10 +200,18 @@ def claims(numbers: pd.DataFrame, spread: pd.DataFrame, sweep: pd.DataFrame, *,
     return out
 
 
-def headlines(numbers: pd.DataFrame, *, extractor: str) -> list[Headline]:
-    """FID of both models and PGGAN's improved precision/recall, beside Table 1."""
-    mean = numbers.xs("mean", axis=1, level=1)
+def headlines(numbers: pd.DataFrame, *, extractor: str, n_seeds: int | None = None) -> list[Headline]:
+    """FID of both models and PGGAN's improved precision/recall, beside Table 1; with ``n_seeds``
+    (the generation seeds the means are over) a 95% t-interval of each mean."""
+    mean, sd = numbers.xs("mean", axis=1, level=1), numbers.xs("sd", axis=1, level=1)
     paper = table_1_means()
     picks = [("DCGAN", "FID"), ("PGGAN", "FID"), ("PGGAN", "Improved precision"), ("PGGAN", "Improved recall")]
-    return [Headline(label=f"{row} {metric}", ours=float(mean.loc[row, metric]), paper=float(paper.loc[row, metric]),
-                     note=f"features: {extractor}") for row, metric in picks]
+    out = []
+    for row, metric in picks:
+        m, ci = float(mean.loc[row, metric]), {}
+        if n_seeds and n_seeds > 1 and np.isfinite(sd.loc[row, metric]):
+            half = float(student_t.ppf(0.975, n_seeds - 1) * sd.loc[row, metric] / np.sqrt(n_seeds))
+            ci = dict(low=m - half, high=m + half, interval=f"95% t-interval over {n_seeds} generation seeds")
+        out.append(Headline(label=f"{row} {metric}", ours=m, paper=float(paper.loc[row, metric]),
+                            note=f"features: {extractor}", **ci))
+    return out

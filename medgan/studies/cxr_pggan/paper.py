@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest
 
 from medgan.analysis.anogan import ANOGAN, BASELINE, AnomalyEvaluation
 from medgan.analysis.classifier_fidelity import ThreeStepResult
@@ -216,13 +217,27 @@ def headlines(three: ThreeStepResult, evaluation: AnomalyEvaluation, *, note: st
     detected, n = ANOGAN_ALL_ABNORMAL
     d = evaluation.detection
     rate: Any = d.loc["all abnormal", (ANOGAN, "rate")] if "all abnormal" in d.index else float("nan")
+    rate_ci: tuple[float | None, float | None] = (None, None)
+    if "all abnormal" in d.index and d.loc["all abnormal", (ANOGAN, "n")] > 0:
+        found, queries = int(d.loc["all abnormal", (ANOGAN, "detected")]), int(d.loc["all abnormal", (ANOGAN, "n")])
+        wilson = binomtest(found, queries).proportion_ci(confidence_level=0.95, method="wilson")
+        rate_ci = (float(wilson.low), float(wilson.high))
+    boot = "95% bootstrap CI over test images"
+
+    def auroc(name: str) -> dict[str, Any]:
+        r = three.results[name]
+        return dict(ours=float(r["auroc"]), low=float(r["auroc_low"]), high=float(r["auroc_high"]), interval=boot)
+
+    s = evaluation.summary
     return [
-        Headline("AUROC classifier(real), real test", float(three.results[REAL_ON_REAL]["auroc"]),
-                 float(THREE_STEP.loc[REAL_ON_REAL, "AUROC"]), note),
-        Headline("AUROC classifier(synthetic), real test", float(three.results[SYNTHETIC_ON_REAL]["auroc"]),
-                 float(THREE_STEP.loc[SYNTHETIC_ON_REAL, "AUROC"]), note),
-        Headline("AnoGAN image AUROC (normal vs abnormal)", float(evaluation.summary.loc[ANOGAN, "image AUROC"]),
-                 None, "the thesis scored no normal images"),
+        Headline("AUROC classifier(real), real test", paper=float(THREE_STEP.loc[REAL_ON_REAL, "AUROC"]), note=note,
+                 **auroc(REAL_ON_REAL)),
+        Headline("AUROC classifier(synthetic), real test", paper=float(THREE_STEP.loc[SYNTHETIC_ON_REAL, "AUROC"]),
+                 note=note, **auroc(SYNTHETIC_ON_REAL)),
+        Headline("AnoGAN image AUROC (normal vs abnormal)", float(s.loc[ANOGAN, "image AUROC"]), None,
+                 "the thesis scored no normal images", low=float(s.loc[ANOGAN, "AUROC low"]),
+                 high=float(s.loc[ANOGAN, "AUROC high"]), interval=boot),
         Headline("AnoGAN abnormal queries detected", float(np.float64(rate)), detected / n,
-                 "thesis: radiologist reading; ours: score threshold set on normal validation images"),
+                 "thesis: radiologist reading; ours: score threshold set on normal validation images",
+                 low=rate_ci[0], high=rate_ci[1], interval="95% Wilson interval" if rate_ci[0] is not None else ""),
     ]

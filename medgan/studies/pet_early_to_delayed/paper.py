@@ -46,9 +46,9 @@ def reported_table() -> pd.DataFrame:
     return pd.DataFrame(REPORTED).T
 
 
-def _estimate(summary: pd.DataFrame, method: str, metric: str) -> float:
+def _estimate(summary: pd.DataFrame, method: str, metric: str, column: str = "estimate") -> float:
     rows = summary[(summary["method"] == method) & (summary["metric"] == metric)]
-    return float(rows["estimate"].iloc[0]) if len(rows) else math.nan
+    return float(rows[column].iloc[0]) if len(rows) else math.nan
 
 
 def ours_table(summary: pd.DataFrame, methods) -> pd.DataFrame:
@@ -102,9 +102,12 @@ def headlines(summary: pd.DataFrame, *, extractor: str, psnr_range: str) -> list
     for column, note in (("PSNR (dB)", f"range {psnr_range}; the paper's range is unstated"),
                          ("FID", f"features: {extractor}; paper: ImageNet Inception")):
         for method in ("Pix2pix", "CycleGAN"):
-            out.append(Headline(label=f"{method} {column.split()[0]}",
-                                ours=_estimate(summary, method, METRIC_OF[column]),
-                                paper=REPORTED[method][column], note=note))
+            metric = METRIC_OF[column]
+            out.append(Headline(label=f"{method} {column.split()[0]}", ours=_estimate(summary, method, metric),
+                                paper=REPORTED[method][column], note=note,
+                                low=_estimate(summary, method, metric, "low"),
+                                high=_estimate(summary, method, metric, "high"),
+                                interval="95% bootstrap CI over subjects"))
     return out
 
 

@@ -205,8 +205,11 @@ def headlines(scores: pd.DataFrame, *, extractor_name: str, distance_name: str) 
     out = []
     for mode in [m for m in REPORTED.index if m in set(scores["mode"])]:
         part = last[last["mode"] == mode]
+        spread = "range over the target domains"  # no CI: one FID per domain, the headline is their mean
         out.append(Headline(f"FID, {mode}-guided", ours=float(part["fid"].mean()),
-                            paper=f"falls over {ITERATIONS[mode]:,} it. (curve only)", note=extractor_name))
+                            paper=f"falls over {ITERATIONS[mode]:,} it. (curve only)", note=extractor_name,
+                            low=float(part["fid"].min()), high=float(part["fid"].max()), interval=spread))
         out.append(Headline(f"LPIPS, {mode}-guided", ours=float(part["lpips"].mean()),
-                            paper="falls (curve only)", note=distance_name))
+                            paper="falls (curve only)", note=distance_name,
+                            low=float(part["lpips"].min()), high=float(part["lpips"].max()), interval=spread))
     return out
