@@ -25,13 +25,15 @@ NB_ARGS   := $(foreach n,$(subst $(comma), ,$(NB)),--nb $(n))
 SET_ARGS  := $(foreach s,$(SET),--set $(s))
 DATA_ARG  := $(if $(DATA),--data $(DATA),)
 REHEARSE_ARG := $(if $(REHEARSE),--rehearse,)
+# `make reproduce JOBS=1` renders one notebook at a time; without it the runner chooses (one per core on a CPU)
+REPRO_JOBS := $(if $(filter command line environment,$(origin JOBS)),--jobs $(JOBS),)
 # a rehearsal's phantoms are the paper-size sets of params/<nb>/rehearse.yaml
 PHANTOM_PROFILE := $(if $(REHEARSE),rehearse,default)
 
 .PHONY: help setup data reproduce test test-fast lab benchmarks clean-reports
 
 help:
-	@echo "make reproduce [PROFILE=smoke|default|paper] [NB=02_ct...] [DATA=/path] [SET='train.steps=10']"
+	@echo "make reproduce [PROFILE=smoke|default|paper] [NB=02_ct...] [DATA=/path] [SET='train.steps=10'] [JOBS=1]"
 	@echo "make reproduce PROFILE=paper REHEARSE=1   the paper profiles on paper-size phantoms, cut to fit a CPU"
 	@echo "make test       run the test suite (creates the environment first)"
 	@echo "make lab        JupyterLab on the notebooks"
@@ -57,7 +59,7 @@ data: setup
 
 reproduce: setup
 	$(PY) -m medgan data --all --jobs 2 --profile $(PHANTOM_PROFILE) $(NB_ARGS) $(if $(DATA),--real-data,)
-	$(PY) -m medgan reproduce --profile $(PROFILE) $(REHEARSE_ARG) $(NB_ARGS) $(DATA_ARG) $(SET_ARGS)
+	$(PY) -m medgan reproduce --profile $(PROFILE) $(REHEARSE_ARG) $(NB_ARGS) $(DATA_ARG) $(SET_ARGS) $(REPRO_JOBS)
 	@echo "Reports: reports/index.html"
 
 # The suite runs on JOBS workers; the paper-size rehearsal (marked whole_machine) then runs alone,

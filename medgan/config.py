@@ -398,7 +398,7 @@ def environment_info() -> dict[str, Any]:
     elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         device = "mps"
     else:
-        device = f"cpu ({os.cpu_count()} cores)"
+        device = f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),

@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="with --profile paper: rehearse it on paper-size phantoms (params/<nb>/rehearse.yaml cuts)")
     run.add_argument("--kernel", default=None,
                      help="Jupyter kernel (default: 'medgan' when it runs this Python, else 'python3')")
+    run.add_argument("--jobs", type=int, default=None,
+                     help="notebooks rendered at once, each with cores/jobs threads (default: one per core for "
+                          "the default and smoke profiles on a CPU; 1 for the paper profile or on a GPU)")
     run.add_argument("--no-progress", action="store_true", help="hide papermill's cell progress bar")
     sub.add_parser("index", help="rewrite reports/index.html from reports/index.json")
     sub.add_parser("list", help="list the notebooks")
@@ -41,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     records = run_all(nbs or None, profile=args.profile, overrides=args.set, data_root=args.data,
                       reports_dir=Path(args.reports_dir) if args.reports_dir else None,
                       progress=not args.no_progress, rehearse=args.rehearse,
-                      kernel=args.kernel)
+                      kernel=args.kernel, jobs=args.jobs)
     failed = [r for r in records if r.status != "ok"]
     if failed:
         print("\nFailed notebooks (previous reports kept):", file=sys.stderr)

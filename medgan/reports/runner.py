@@ -8,24 +8,31 @@ debugging, and makes the runner exit non-zero naming the notebook, the cell and 
 ``reports/index.html`` lists every study with status, profile, data source, wall time, its
 headline numbers beside the paper's and "claims supported k / n"; a notebook that keeps failing
 keeps its last good row.
+
+On a CPU the default and smoke profiles render one notebook per core at once (longest first, by
+the last recorded times), each kernel with its share of the threads; see :func:`auto_jobs`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import html
 import json
+import multiprocessing
 import os
 import re
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import nbformat
 import papermill as pm
+import torch
 import yaml
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from nbconvert import HTMLExporter
@@ -284,7 +291,14 @@ def _load_index(reports_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def update_index(record: ReportRecord, reports_dir: Path) -> None:
-    """Record one run in ``index.json`` and rewrite ``index.html``."""
+    """Record one run in ``index.json`` and rewrite ``index.html``; notebooks rendered at once take
+    turns (a lock), so none of their rows is lost."""
+    with open(reports_dir / ".index.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _update_index(record, reports_dir)
+
+
+def _update_index(record: ReportRecord, reports_dir: Path) -> None:
     index = _load_index(reports_dir)
     entry = asdict(record)
     previous = index.get(record.notebook) or {}
@@ -302,6 +316,8 @@ def _headlines_html(entry: Mapping[str, Any]) -> str:
     items = []
     for h in entry.get("headlines") or []:
         ours, paper = _number(h.get("ours")), _number(h.get("paper"))
+        if h.get("low") is not None and h.get("high") is not None:
+            ours += f" [{_number(float(h['low']))}, {_number(float(h['high']))}]"
         note = f" <span class='note'>({html.escape(h['note'])})</span>" if h.get("note") else ""
         items.append(f"<li>{html.escape(str(h.get('label')))}: <b>{ours}</b>"
                      f"{f' · paper {paper}' if h.get('paper') is not None else ''}{note}</li>")
@@ -362,31 +378,86 @@ paper's claims this run supports. Each report's tables are also in <code>reports
 """
 
 
+def auto_jobs(profile: str, n_notebooks: int) -> int:
+    """How many notebooks to render at once when ``--jobs`` is not given.
+
+    On a CPU the small default and smoke models leave a second core mostly idle (one notebook's
+    ops are too small to split well across threads), so one notebook per core renders the set
+    fastest. The paper profile and its rehearsal need the whole machine (or the GPU) each: one
+    at a time.
+    """
+    if profile in ("paper", REHEARSAL_PROFILE) or torch.cuda.is_available():
+        return 1
+    return max(1, min(n_notebooks, os.cpu_count() or 1))
+
+
+def _longest_first(notebooks: list[Path], reports_dir: Path) -> list[Path]:
+    """Notebooks ordered by their last recorded wall time, longest first (unknown ones first of all),
+    so that with several jobs the longest never starts last."""
+    index = _load_index(reports_dir)
+    def last(nb: Path) -> float:
+        entry = index.get(nb.stem) or {}
+        entry = entry if entry.get("status") == "ok" else (entry.get("last_good") or {})
+        return float(entry.get("wall_time_s") or float("inf"))
+    return sorted(notebooks, key=last, reverse=True)
+
+
+def _limit_threads(threads: int) -> None:
+    # Inherited by the notebook kernel this worker starts: torch, numpy and OpenMP read it at import.
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[key] = str(threads)
+
+
+def _report_line(record: ReportRecord) -> None:
+    if record.status == "ok":
+        print(f"    {record.notebook}: ok in {record.wall_time_s:.0f} s, peak memory {record.peak_memory_mib} MiB "
+              f"-> reports/{record.report}", flush=True)
+    else:
+        print(f"    {record.notebook}: FAILED {record.error}", file=sys.stderr, flush=True)
+
+
 def run_all(names: Sequence[str] | None = None, *, profile: str = "default",
             overrides: Sequence[str] | Mapping[str, Any] | None = None, data_root: str | None = None,
             reports_dir: Path | None = None, progress: bool = True, rehearse: bool = False,
-            kernel: str | None = None) -> list[ReportRecord]:
-    """Render each notebook in turn. ``rehearse`` (with the paper profile) runs the ``rehearse``
+            kernel: str | None = None, jobs: int | None = None) -> list[ReportRecord]:
+    """Render each notebook. ``rehearse`` (with the paper profile) runs the ``rehearse``
     profile: the paper profile with only the cuts in ``params/<notebook>/rehearse.yaml``, on
-    paper-size phantoms."""
+    paper-size phantoms.
+
+    ``jobs``: notebooks rendered at once, each kernel with ``cores // jobs`` threads; ``None``
+    chooses with :func:`auto_jobs`. Records come back in the notebooks' order either way.
+    """
     if rehearse:
         if profile not in ("paper", REHEARSAL_PROFILE):
             raise ValueError(f"a rehearsal rehearses the paper profile; got --profile {profile}")
         profile = REHEARSAL_PROFILE
-    records = []
     notebooks = find_notebooks(names)
     if rehearse and not names:  # the quickstart has no paper profile to rehearse
         notebooks = [nb for nb in notebooks if has_profile(nb.stem, REHEARSAL_PROFILE)]
     for notebook in notebooks:  # every profile and override is checked before the first notebook runs
         load_params(notebook.stem, profile, parse_overrides(overrides), data_root=data_root)
-    for notebook in notebooks:
-        print(f"==> {notebook.stem} (profile {profile})", flush=True)
-        record = render_notebook(notebook, profile=profile, overrides=parse_overrides(overrides),
-                                 data_root=data_root, reports_dir=reports_dir, progress=progress, kernel=kernel)
-        if record.status == "ok":
-            print(f"    ok in {record.wall_time_s:.0f} s, peak memory {record.peak_memory_mib} MiB "
-                  f"-> reports/{record.report}", flush=True)
-        else:
-            print(f"    FAILED {record.error}", file=sys.stderr, flush=True)
-        records.append(record)
-    return records
+    jobs = auto_jobs(profile, len(notebooks)) if jobs is None else max(1, min(jobs, len(notebooks) or 1))
+    options = dict(profile=profile, overrides=parse_overrides(overrides), data_root=data_root,
+                   reports_dir=reports_dir, kernel=kernel)
+    if jobs == 1:
+        records = []
+        for notebook in notebooks:
+            print(f"==> {notebook.stem} (profile {profile})", flush=True)
+            record = render_notebook(notebook, progress=progress, **options)
+            _report_line(record)
+            records.append(record)
+        return records
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    order = _longest_first(notebooks, Path(reports_dir or repo_root() / "reports"))
+    print(f"==> {len(order)} notebooks, {jobs} at a time, {threads} thread(s) each (profile {profile}): "
+          + ", ".join(nb.stem for nb in order), flush=True)
+    done: dict[str, ReportRecord] = {}
+    # Spawned workers: each has its own environment (render_notebook sets variables for its kernel).
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_limit_threads, initargs=(threads,)) as pool:
+        futures = [pool.submit(render_notebook, nb, progress=False, **options) for nb in order]
+        for future in as_completed(futures):
+            record = future.result()
+            _report_line(record)
+            done[record.notebook] = record
+    return [done[nb.stem] for nb in notebooks]
