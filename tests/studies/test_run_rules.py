@@ -73,3 +73,20 @@ def test_a_schedule_over_the_total_trains_each_length_in_its_own_folder(tmp_path
     assert longer.trained_steps == 12 and longer.run_dir != short.run_dir
     _, back = _run("ct_pggan", tmp_path, 6)
     assert back.trained_steps == 0 and back.run_dir == short.run_dir
+
+
+def test_the_quickstarts_interrupted_copy_resumes_to_the_same_weights(tmp_path):
+    from medgan.studies.quickstart.resume import interrupted_copy
+
+    P = load_params("00_quickstart", "smoke", {"train.steps": 12, "train.checkpoint_every": 4})
+    job = build_job("00_quickstart", "dcgan", P)
+    done = run_job(job, tmp_path / "dcgan", progress=False)
+    for _ in range(2):  # a second demonstration replaces the first copy and resumes again
+        stopped_at = interrupted_copy(done.run_dir, tmp_path / "resume_demo")
+        assert stopped_at == 8  # the newest checkpoint before the end (two are kept: 8 and 12)
+        resumed = build_job("00_quickstart", "dcgan", P)
+        again = run_job(resumed, tmp_path / "resume_demo", progress=False)
+        assert (again.step, again.trained_steps) == (12, 4)
+        assert max_weight_difference(job.step, resumed.step) == 0.0
+    assert sorted(p.name for p in (done.run_dir / "checkpoints").glob("step_*.pt")) == [
+        "step_00000008.pt", "step_00000012.pt"]  # the original run folder is untouched
