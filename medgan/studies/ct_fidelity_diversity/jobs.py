@@ -38,7 +38,8 @@ def _options(P: Params, section: Params, dataset: TrainingSlices, name: str) -> 
     # Engine options only: the engine fingerprints the step, the data, the seed and the batch itself
     # (and the augmentation, only when there is one: runs without keep their keys).
     return dict(total_steps=section.steps, batch_size=min(section.batch_size, len(dataset)), seed=P.seed,
-                device=P.device, log_every=section.log_every, sample_every=section.sample_every, desc=name,
+                device=P.device, precision=section.precision, log_every=section.log_every,
+                sample_every=section.sample_every, desc=name,
                 num_workers=P.data.num_workers,  # DataLoader workers reading slices from the item store
                 augment=augmentation(P))
 

@@ -58,7 +58,8 @@ def classifier_job(P: Params, dataset, *, num_outputs: int, pos_weight=None, inf
     model = build_model(P, num_outputs=num_outputs)
     step = ClassifierStep(model, lr=c.lr, weight_decay=c.weight_decay, pos_weight=pos_weight, lr_decay=c.lr_decay)
     options = dict(total_steps=c.steps, batch_size=min(c.batch_size, len(dataset)), seed=P.seed, device=P.device,
-                   log_every=c.log_every, num_workers=P.data.num_workers, augment=classifier_augment(P),
+                   precision=c.precision, log_every=c.log_every, num_workers=P.data.num_workers,
+                   augment=classifier_augment(P),
                    desc=(info or {}).get("name", "classifier"))
     return TrainingJob(step=step, dataset=dataset, options=options, info=dict(info or {}))
 
@@ -201,7 +202,7 @@ def build_job_pggan(P: Params, *, normal_only: bool) -> TrainingJob:
                      fade_fraction=g.fade_fraction, final_weight=g.final_weight, schedule=schedule,
                      lr_per_resolution=g.lr_per_resolution, reset_adam_at_growth=bool(g.reset_adam_at_growth))
     options = dict(total_steps=total_steps, batch_size=batch_size, seed=P.seed, device=P.device,
-                   log_every=g.log_every, sample_every=g.sample_every, sample_count=g.sample_count,
+                   precision=g.precision, log_every=g.log_every, sample_every=g.sample_every, sample_count=g.sample_count,
                    num_workers=P.data.num_workers, augment=pggan_augment(P),
                    desc="PGGAN (normal only)" if normal_only else "PGGAN")
     info = {"images": len(dataset), "normal only": normal_only, "growth": growth_rows(step, batch_size)}
