@@ -24,6 +24,8 @@ __all__ = ["kernel_inception_distance"]
 # Kernel entries per tile: bounds the working memory at any N (two float64 buffers of 8 MiB). Much
 # smaller tiles run the GEMMs (and the products with the subset indicators) well below their peak.
 BLOCK_ELEMENTS = 1 << 20
+# float64 entries per row chunk of the subset loop's power and sums: two such buffers stay in L2
+CHUNK_ELEMENTS = 1 << 15
 
 
 def _polynomial_kernel(x, y, *, degree: int, gamma: float, coef0: float):
@@ -42,31 +44,35 @@ def _polynomial_kernel(x, y, *, degree: int, gamma: float, coef0: float):
     return kernel ** degree
 
 
-def _kernel_block(x: np.ndarray, y: np.ndarray, base: np.ndarray, power: np.ndarray, *, degree, gamma: float,
-                  coef0: float) -> np.ndarray:
-    """(gamma·x yᵀ + coef0)^degree like :func:`_polynomial_kernel`, in the flat float64 buffers
-    ``base`` and ``power`` instead of new arrays.
-
-    The dot products (input precision) are written into ``power``'s memory, read once into ``base``
-    in float64, and then overwritten by the power: an integer power is a chain of in-place
-    products (``np.power`` is ~20x slower than a multiply).
-    """
-    shape = (x.shape[0], y.shape[0])
-    size = shape[0] * shape[1]
-    dots = power.view(np.result_type(x, y))[:size].reshape(shape)  # float32 dots fit in float64 memory
-    np.matmul(x, y.T, out=dots)
-    k = base[:size].reshape(shape)
+def _power_in(dots: np.ndarray, base: np.ndarray, power: np.ndarray, *, degree, gamma: float,
+              coef0: float) -> np.ndarray:
+    """(gamma·dots + coef0)^degree in float64, in the flat buffers ``base`` and ``power`` (at least
+    ``dots.size`` entries each; ``dots`` may live in ``power``'s memory). An integer power is a chain
+    of in-place products (``np.power`` is ~20x slower than a multiply)."""
+    size = dots.size
+    k = base[:size].reshape(dots.shape)
     np.multiply(dots, np.float64(gamma), out=k)  # a float64 scalar: the product runs in float64
     k += coef0
     if float(degree) != int(degree) or degree < 1:
         return np.power(k, degree, out=k)
     if degree == 1:
         return k
-    result = power[:size].reshape(shape)  # the dots are no longer needed
+    result = power[:size].reshape(dots.shape)  # the dots are no longer needed
     np.multiply(k, k, out=result)
     for _ in range(int(degree) - 2):
         result *= k
     return result
+
+
+def _kernel_block(x: np.ndarray, y: np.ndarray, base: np.ndarray, power: np.ndarray, *, degree, gamma: float,
+                  coef0: float) -> np.ndarray:
+    """(gamma·x yᵀ + coef0)^degree like :func:`_polynomial_kernel`, in the flat float64 buffers
+    ``base`` and ``power`` instead of new arrays: the dot products (input precision) are written
+    into ``power``'s memory, read once into ``base`` in float64, then overwritten by the power."""
+    shape = (x.shape[0], y.shape[0])
+    dots = power.view(np.result_type(x, y))[:shape[0] * shape[1]].reshape(shape)  # float32 dots fit in float64 memory
+    np.matmul(x, y.T, out=dots)
+    return _power_in(dots, base, power, degree=degree, gamma=gamma, coef0=coef0)
 
 
 def _subset_sums_numpy(x: np.ndarray, y: np.ndarray, in_x: np.ndarray, in_y: np.ndarray, *, kernel: dict,
@@ -120,23 +126,42 @@ def _subset_sums_torch(x, y, wx, wy, *, kernel: dict, block: int):
     return total, diagonal
 
 
+def _kernel_total(dots: np.ndarray, chunk: np.ndarray, scratch: np.ndarray, *, degree, gamma: float,
+                  coef0: float) -> float:
+    """Σ of (gamma·dots + coef0)^degree over a whole float32 dot-product matrix, in float64, a few rows
+    at a time: each row chunk's float64 kernel (``chunk``/``scratch``, flat buffers) stays in the cache,
+    where whole-matrix float64 passes would stream 8 MiB through memory several times."""
+    rows = max(1, chunk.size // dots.shape[1])
+    total = 0.0
+    for r0 in range(0, dots.shape[0], rows):
+        part = dots[r0:r0 + rows]
+        total += float(_power_in(part, chunk, scratch, degree=degree, gamma=gamma, coef0=coef0).sum())
+    return total
+
+
 def _per_subset(a, b, draws: list[tuple[np.ndarray, np.ndarray]], *, kernel: dict) -> tuple[float, float]:
     """The subset loop over ``draws`` (index arrays into a and b): cheaper than all pairs when the subsets
-    cover few of the pairs. On a CPU each subset's three kernel sums go through :func:`_subset_sums_numpy`
-    (symmetric halves for k_xx and k_yy, in-place powers) in tiles of a quarter of ``BLOCK_ELEMENTS``,
-    with the subset copies and the kernel buffers allocated once for all subsets."""
+    cover few of the pairs. On a CPU each subset's three kernels are one float32 product each, shaped as
+    torch-fidelity's (x·xᵀ and y·yᵀ take numpy's BLAS ``syrk`` path: half the products), and their
+    sums and traces run in float64 row chunks (:func:`_kernel_total`); the subset copies, the dot
+    matrix and the chunk buffers are allocated once for all subsets."""
     mmds = np.empty(len(draws))
     m = len(draws[0][0])
     if isinstance(a, np.ndarray):
-        tile = max(1, math.isqrt(BLOCK_ELEMENTS // 4))
-        sums = dict(kernel=kernel, tile=tile, buffers=(np.empty(tile * tile), np.empty(tile * tile)))
-        x, y, ones = np.empty((m, a.shape[1]), a.dtype), np.empty((m, b.shape[1]), b.dtype), np.ones((m, 1), bool)
+        x, y = np.empty((m, a.shape[1]), a.dtype), np.empty((m, b.shape[1]), b.dtype)
+        dots = np.empty((m, m), np.result_type(a, b))
+        chunk, scratch = np.empty(CHUNK_ELEMENTS), np.empty(CHUNK_ELEMENTS)
+        buffers = dict(chunk=chunk, scratch=scratch, **kernel)
+
+        def total(u, v) -> tuple[float, float]:
+            np.matmul(u, v.T, out=dots)
+            trace = float(_power_in(np.diagonal(dots)[None], chunk, scratch, **kernel).sum()) if u is v else 0.0
+            return _kernel_total(dots, **buffers), trace
+
         for i, (idx_a, idx_b) in enumerate(draws):
             np.take(a, idx_a, axis=0, out=x, mode="clip")  # clip: unbuffered (the indices are valid)
             np.take(b, idx_b, axis=0, out=y, mode="clip")
-            (k_xx,), (trace_xx,) = _subset_sums_numpy(x, x, ones, ones, symmetric=True, **sums)
-            (k_yy,), (trace_yy,) = _subset_sums_numpy(y, y, ones, ones, symmetric=True, **sums)
-            (k_xy,), _ = _subset_sums_numpy(x, y, ones, ones, symmetric=False, **sums)
+            (k_xx, trace_xx), (k_yy, trace_yy), (k_xy, _) = total(x, x), total(y, y), total(x, y)
             mmds[i] = (k_xx - trace_xx + k_yy - trace_yy) / (m * (m - 1)) - 2 * k_xy / (m * m)
         return float(mmds.mean()), float(mmds.std())
     for i, (idx_a, idx_b) in enumerate(draws):

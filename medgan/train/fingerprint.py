@@ -128,7 +128,7 @@ def _item_description(item: Any) -> Any:
 
 def run_fingerprint(step, dataset: Dataset, *, seed: int, batch_size: int | list, precision: str, total_steps: int,
                     extra: Mapping[str, Any] | None = None, augment=None,
-                    sample_weights=None) -> dict[str, Any]:
+                    sample_weights=None, memory_format: str | None = None) -> dict[str, Any]:
     """Everything that makes a run's weights what they are (see the module docstring)."""
     fp: dict[str, Any] = {"seed": int(seed), "batch_size": batch_size if isinstance(batch_size, list) else int(batch_size), "precision": precision,
                           "step": step.initial_config(), "dataset": dataset_identity(dataset),
@@ -138,6 +138,8 @@ def run_fingerprint(step, dataset: Dataset, *, seed: int, batch_size: int | list
         fp["augment"] = augment.identity()
     if sample_weights is not None:
         fp["sample_weights"] = tensor_digest(torch.as_tensor(sample_weights, dtype=torch.float64))
+    if memory_format is not None:  # other kernels, other rounding: channels-last weights are other weights
+        fp["memory_format"] = memory_format
     if step.schedule_uses_total_steps:
         fp["total_steps"] = int(total_steps)
     return fp

@@ -87,11 +87,13 @@ def _kid_float64_loop(a, b, subsets, m, seed):
 
 
 @pytest.mark.parametrize("subsets", [12, 2])
-@pytest.mark.parametrize("block", [1 << 20, 1000, 4096])
-def test_kid_tiles_match_float64_definition(block, subsets, monkeypatch):
-    # All pairs (12 subsets) or the subset loop (2), in square tiles (one, or ragged ones with the
-    # symmetric k_xx, k_yy halves) against the float64 subset loop: only the float32 dot products differ.
+@pytest.mark.parametrize("block, chunk", [(1 << 20, 1 << 15), (1000, 1100), (4096, 120)])
+def test_kid_tiles_match_float64_definition(block, chunk, subsets, monkeypatch):
+    # All pairs (12 subsets) in square tiles (one, or ragged ones with the symmetric k_xx, k_yy halves),
+    # or the subset loop (2) with its float64 sums in row chunks (one, 9 rows a chunk with a ragged
+    # last one, or one row), against the float64 subset loop: only the float32 dot products differ.
     monkeypatch.setattr("medgan.metrics.kid.BLOCK_ELEMENTS", block)
+    monkeypatch.setattr("medgan.metrics.kid.CHUNK_ELEMENTS", chunk)
     rng = np.random.default_rng(3)
     a = np.abs(rng.normal(size=(330, 48))).astype(np.float32)
     b = (np.abs(rng.normal(size=(290, 48))) * 1.1).astype(np.float32)

@@ -103,3 +103,87 @@ def test_bf16_resume_on_cpu_is_bit_exact(tmp_path, monkeypatch):
     assert result.step == 3 and result.trained_steps == 1
     assert max_weight_difference(straight, resumed) == 0.0
     assert set(resumed.seen) == {torch.bfloat16}
+
+
+class LayoutToyStep(ConvToyStep):
+    """ConvToyStep that also records the memory layout of the image batches it is handed."""
+
+    def __init__(self):
+        super().__init__()
+        self.batch_channels_last: list[bool] = []
+
+    def train_step(self, batch, ctx):
+        image = batch["image"]  # NHWC strides have stride 1 along channels, even for one channel
+        self.batch_channels_last.append(image.is_contiguous(memory_format=torch.channels_last) and image.stride(1) == 1)
+        return super().train_step(batch, ctx)
+
+
+def test_channels_last_puts_weights_and_batches_in_nhwc_and_trains_the_same_model(tmp_path):
+    seed_everything(0)
+    nhwc = LayoutToyStep()
+    seed_everything(0)
+    nchw = LayoutToyStep()
+    r_nhwc = train(nhwc, ToyImages(), run_dir=tmp_path, total_steps=3, memory_format="channels_last", **KW)
+    r_nchw = train(nchw, ToyImages(), run_dir=tmp_path, total_steps=3, memory_format="contiguous", **KW)
+    convs = [p for net in nhwc.nets.values() for p in net.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert any(not p.is_contiguous() for p in convs)  # (a one-channel kernel is both layouts at once)
+    assert nhwc.batch_channels_last == [True] * 3 and nchw.batch_channels_last == [False] * 3
+    assert r_nhwc.run_dir != r_nchw.run_dir  # other kernels, other rounding: its own run folder
+    # The same model up to float rounding: same losses, weights within a few ulps of Adam's steps.
+    assert r_nhwc.history["loss_D"].to_numpy() == pytest.approx(r_nchw.history["loss_D"].to_numpy(), rel=1e-5)
+    assert max_weight_difference(nhwc, nchw) < 1e-4
+
+
+def test_auto_memory_format_and_the_contiguous_default_keep_the_run_key(tmp_path):
+    from medgan.train.engine import resolve_memory_format
+    assert resolve_memory_format("auto", torch.device("cpu"), "bf16") == "contiguous"
+    assert resolve_memory_format("auto", torch.device("cuda"), "fp32") == "contiguous"
+    assert resolve_memory_format("auto", torch.device("cuda"), "bf16") == "channels_last"
+    assert resolve_memory_format("auto", torch.device("cuda"), "fp16") == "channels_last"
+    assert resolve_memory_format("channels_last", torch.device("cpu"), "fp32") == "channels_last"
+    with pytest.raises(ValueError, match="memory_format"):
+        resolve_memory_format("nhwc", torch.device("cpu"), "fp32")
+    # On the CPU, auto is contiguous: the same run folder as before the option existed, so no model retrains.
+    a = train(fresh(), ToyImages(), run_dir=tmp_path, total_steps=2, **KW)
+    b = train(fresh(), ToyImages(), run_dir=tmp_path, total_steps=2, memory_format="contiguous", **KW)
+    assert a.run_dir == b.run_dir and b.trained_steps == 0
+
+
+def test_cudnn_benchmark_is_only_set_on_cuda_and_restored(tmp_path):
+    before = torch.backends.cudnn.benchmark
+    seen = []
+    original = ConvToyStep.train_step
+
+    class Spy(ConvToyStep):
+        def train_step(self, batch, ctx):
+            seen.append(torch.backends.cudnn.benchmark)
+            return original(self, batch, ctx)
+
+    seed_everything(0)
+    train(Spy(), ToyImages(), run_dir=tmp_path, total_steps=2, cudnn_benchmark=True, **KW)
+    assert seen == [False, False]  # a CPU run never turns it on
+    assert torch.backends.cudnn.benchmark == before
+
+
+def test_channels_last_resume_is_bit_exact(tmp_path, monkeypatch):
+    kw = dict(KW, memory_format="channels_last")
+    straight = fresh()
+    first = train(straight, ToyImages(), run_dir=tmp_path / "straight", total_steps=3, **kw)
+    original = ConvToyStep.train_step
+
+    def interrupting(self, batch, ctx):
+        if ctx.step == 2:
+            raise Interrupt
+        return original(self, batch, ctx)
+
+    monkeypatch.setattr(ConvToyStep, "train_step", interrupting)
+    with pytest.raises(Interrupt):
+        train(fresh(), ToyImages(), run_dir=tmp_path / "resumed", total_steps=3, checkpoint_every=2, **kw)
+    monkeypatch.setattr(ConvToyStep, "train_step", original)
+    assert CheckpointIO(tmp_path / "resumed" / first.run_dir.name).steps() == [2]
+    resumed = fresh()
+    result = train(resumed, ToyImages(), run_dir=tmp_path / "resumed", total_steps=3, checkpoint_every=2, **kw)
+    assert result.trained_steps == 1 and max_weight_difference(straight, resumed) == 0.0
+    assert all(p.is_contiguous(memory_format=torch.channels_last)
+               for net in resumed.nets.values() for p in net.parameters() if p.dim() == 4)
