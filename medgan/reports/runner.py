@@ -391,14 +391,25 @@ def auto_jobs(profile: str, n_notebooks: int) -> int:
     return max(1, min(n_notebooks, os.cpu_count() or 1))
 
 
+RENDER_TIMES = "render_times.json"  # beside the notebooks: default-profile wall times, for a first run's order
+
+
 def _longest_first(notebooks: list[Path], reports_dir: Path) -> list[Path]:
-    """Notebooks ordered by their last recorded wall time, longest first (unknown ones first of all),
-    so that with several jobs the longest never starts last."""
+    """Notebooks ordered by their last recorded wall time, longest first, so that with several jobs
+    the longest never starts last. A notebook never rendered here takes its time from
+    ``notebooks/render_times.json`` (measured once, committed: a fresh clone's first ``make reproduce``
+    then starts the longest too); one with neither goes first of all."""
     index = _load_index(reports_dir)
+    hints: dict[str, float] = {}
+    for folder in {nb.parent for nb in notebooks}:
+        try:
+            hints.update(json.loads((folder / RENDER_TIMES).read_text())["wall_time_s"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # no hints: recorded times only
     def last(nb: Path) -> float:
         entry = index.get(nb.stem) or {}
         entry = entry if entry.get("status") == "ok" else (entry.get("last_good") or {})
-        return float(entry.get("wall_time_s") or float("inf"))
+        return float(entry.get("wall_time_s") or hints.get(nb.stem) or float("inf"))
     return sorted(notebooks, key=last, reverse=True)
 
 

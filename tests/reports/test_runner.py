@@ -183,6 +183,15 @@ def test_longest_notebook_starts_first_and_the_paper_profile_runs_alone(tmp_path
         "c": {"status": "failed (previous report kept)", "last_good": {"wall_time_s": 50}}}))
     order = _longest_first([Path("a.ipynb"), Path("b.ipynb"), Path("c.ipynb"), Path("new.ipynb")], tmp_path)
     assert [p.stem for p in order] == ["new", "b", "c", "a"]  # never run: its time is unknown, so first
+    # A fresh clone has no index: the committed render times order it; a recorded time overrides them.
+    book = tmp_path / "notebooks"
+    book.mkdir()
+    (book / "render_times.json").write_text(json.dumps({"wall_time_s": {"a": 1000, "new": 20, "x": 500}}))
+    fresh = [book / f"{n}.ipynb" for n in ("a", "new", "x", "y")]
+    assert [p.stem for p in _longest_first(fresh, tmp_path / "no-reports")] == ["y", "a", "x", "new"]
+    assert [p.stem for p in _longest_first(fresh, tmp_path)] == ["y", "x", "new", "a"]  # a: recorded 10 s
+    committed = json.loads((Path(__file__).parents[2] / "notebooks" / "render_times.json").read_text())["wall_time_s"]
+    assert sorted(committed) == sorted(p.stem for p in (Path(__file__).parents[2] / "notebooks").glob("[0-9]*.ipynb"))
     assert auto_jobs("paper", 5) == 1 and auto_jobs("rehearse", 5) == 1
     if not __import__("torch").cuda.is_available():
         assert auto_jobs("default", 5) == min(5, os.cpu_count() or 1) and auto_jobs("smoke", 1) == 1
