@@ -78,10 +78,11 @@ def test_bf16_trains_differently_from_fp32_in_its_own_run_folder(tmp_path):
     assert max_weight_difference(a, b) > 0  # bf16 really changed the arithmetic
 
 
-def test_bf16_resume_on_cpu_is_bit_exact(tmp_path, monkeypatch):
+def straight_and_resumed(tmp_path, monkeypatch, **options) -> tuple[ConvToyStep, ConvToyStep]:
+    """Three steps straight, and three steps interrupted after a checkpoint at step 2 then resumed."""
+    kw = dict(KW, total_steps=3, **options)
     straight = fresh()
-    first = train(straight, ToyImages(), run_dir=tmp_path / "straight", total_steps=3, precision="bf16", **KW)
-
+    first = train(straight, ToyImages(), run_dir=tmp_path / "straight", **kw)
     original = ConvToyStep.train_step
 
     def interrupting(self, batch, ctx):
@@ -91,16 +92,17 @@ def test_bf16_resume_on_cpu_is_bit_exact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ConvToyStep, "train_step", interrupting)
     with pytest.raises(Interrupt):
-        train(fresh(), ToyImages(), run_dir=tmp_path / "resumed", total_steps=3, precision="bf16",
-              checkpoint_every=2, **KW)
+        train(fresh(), ToyImages(), run_dir=tmp_path / "resumed", checkpoint_every=2, **kw)
     monkeypatch.setattr(ConvToyStep, "train_step", original)
-    run_dir = tmp_path / "resumed" / first.run_dir.name
-    assert CheckpointIO(run_dir).steps() == [2]
-
+    assert CheckpointIO(tmp_path / "resumed" / first.run_dir.name).steps() == [2]
     resumed = fresh()
-    result = train(resumed, ToyImages(), run_dir=tmp_path / "resumed", total_steps=3, precision="bf16",
-                   checkpoint_every=2, **KW)
+    result = train(resumed, ToyImages(), run_dir=tmp_path / "resumed", checkpoint_every=2, **kw)
     assert result.step == 3 and result.trained_steps == 1
+    return straight, resumed
+
+
+def test_bf16_resume_on_cpu_is_bit_exact(tmp_path, monkeypatch):
+    straight, resumed = straight_and_resumed(tmp_path, monkeypatch, precision="bf16")
     assert max_weight_difference(straight, resumed) == 0.0
     assert set(resumed.seen) == {torch.bfloat16}
 
@@ -167,23 +169,7 @@ def test_cudnn_benchmark_is_only_set_on_cuda_and_restored(tmp_path):
 
 
 def test_channels_last_resume_is_bit_exact(tmp_path, monkeypatch):
-    kw = dict(KW, memory_format="channels_last")
-    straight = fresh()
-    first = train(straight, ToyImages(), run_dir=tmp_path / "straight", total_steps=3, **kw)
-    original = ConvToyStep.train_step
-
-    def interrupting(self, batch, ctx):
-        if ctx.step == 2:
-            raise Interrupt
-        return original(self, batch, ctx)
-
-    monkeypatch.setattr(ConvToyStep, "train_step", interrupting)
-    with pytest.raises(Interrupt):
-        train(fresh(), ToyImages(), run_dir=tmp_path / "resumed", total_steps=3, checkpoint_every=2, **kw)
-    monkeypatch.setattr(ConvToyStep, "train_step", original)
-    assert CheckpointIO(tmp_path / "resumed" / first.run_dir.name).steps() == [2]
-    resumed = fresh()
-    result = train(resumed, ToyImages(), run_dir=tmp_path / "resumed", total_steps=3, checkpoint_every=2, **kw)
-    assert result.trained_steps == 1 and max_weight_difference(straight, resumed) == 0.0
+    straight, resumed = straight_and_resumed(tmp_path, monkeypatch, memory_format="channels_last")
+    assert max_weight_difference(straight, resumed) == 0.0
     assert all(p.is_contiguous(memory_format=torch.channels_last)
                for net in resumed.nets.values() for p in net.parameters() if p.dim() == 4)
