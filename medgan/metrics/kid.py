@@ -150,7 +150,7 @@ def _per_subset(a, b, draws: list[tuple[np.ndarray, np.ndarray]], *, kernel: dic
     if isinstance(a, np.ndarray):
         x, y = np.empty((m, a.shape[1]), a.dtype), np.empty((m, b.shape[1]), b.dtype)
         dots = np.empty((m, m), np.result_type(a, b))
-        chunk, scratch = np.empty(CHUNK_ELEMENTS), np.empty(CHUNK_ELEMENTS)
+        chunk, scratch = (np.empty(max(CHUNK_ELEMENTS, m)) for _ in range(2))  # at least one row
         buffers = dict(chunk=chunk, scratch=scratch, **kernel)
 
         def total(u, v) -> tuple[float, float]:

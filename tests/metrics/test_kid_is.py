@@ -87,18 +87,34 @@ def _kid_float64_loop(a, b, subsets, m, seed):
 
 
 @pytest.mark.parametrize("subsets", [12, 2])
-@pytest.mark.parametrize("block, chunk", [(1 << 20, 1 << 15), (1000, 1100), (4096, 120)])
-def test_kid_tiles_match_float64_definition(block, chunk, subsets, monkeypatch):
-    # All pairs (12 subsets) in square tiles (one, or ragged ones with the symmetric k_xx, k_yy halves),
-    # or the subset loop (2) with its float64 sums in row chunks (one, 9 rows a chunk with a ragged
-    # last one, or one row), against the float64 subset loop: only the float32 dot products differ.
+@pytest.mark.parametrize("block", [1 << 20, 1000, 4096])
+def test_kid_tiles_match_float64_definition(block, subsets, monkeypatch):
+    # All pairs, in square tiles (one, or ragged ones with the symmetric k_xx, k_yy halves), against the
+    # float64 subset loop: only the float32 dot products differ.
     monkeypatch.setattr("medgan.metrics.kid.BLOCK_ELEMENTS", block)
-    monkeypatch.setattr("medgan.metrics.kid.CHUNK_ELEMENTS", chunk)
     rng = np.random.default_rng(3)
     a = np.abs(rng.normal(size=(330, 48))).astype(np.float32)
     b = (np.abs(rng.normal(size=(290, 48))) * 1.1).astype(np.float32)
     mean, std = kernel_inception_distance(a, b, subsets=subsets, subset_size=120, seed=5)
     ref_mean, ref_std = _kid_float64_loop(a, b, subsets, 120, 5)
+    assert mean == pytest.approx(ref_mean, rel=1e-6)
+    assert std == pytest.approx(ref_std, rel=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [1 << 15, 1100, 120, 50])
+def test_kid_subset_loop_matches_float64_definition(chunk, monkeypatch):
+    # Few subsets of a large set take the subset loop; its float64 sums run in row chunks: one chunk,
+    # 9 rows a chunk with a ragged last one, one row, or a buffer smaller than a row (then one row).
+    monkeypatch.setattr("medgan.metrics.kid.CHUNK_ELEMENTS", chunk)
+    calls = []
+    per_subset = kid._per_subset
+    monkeypatch.setattr("medgan.metrics.kid._per_subset", lambda *a, **k: calls.append(1) or per_subset(*a, **k))
+    rng = np.random.default_rng(6)
+    a = np.abs(rng.normal(size=(3000, 16))).astype(np.float32)
+    b = (np.abs(rng.normal(size=(2800, 16))) * 1.1).astype(np.float32)
+    mean, std = kernel_inception_distance(a, b, subsets=3, subset_size=120, seed=5)
+    ref_mean, ref_std = _kid_float64_loop(a, b, 3, 120, 5)
+    assert calls == [1]
     assert mean == pytest.approx(ref_mean, rel=1e-6)
     assert std == pytest.approx(ref_std, rel=1e-5)
 
